@@ -1,0 +1,95 @@
+"""Aggregator interfaces: a (K, m) Jacobian in, an m-dimensional update direction out."""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from fairmtl.errors import RegularizationWarning
+from fairmtl.solvers import SolverInfo
+
+
+def check_jacobian(jacobian: Tensor) -> Tensor:
+    """Check that ``jacobian`` is a finite floating (K, m) matrix with K >= 1, m >= 1."""
+    if not isinstance(jacobian, Tensor):
+        raise TypeError(f"jacobian must be a torch.Tensor, got {type(jacobian).__name__}")
+    if jacobian.ndim != 2 or jacobian.shape[0] == 0 or jacobian.shape[1] == 0:
+        raise ValueError(f"jacobian must be a non-empty (K, m) matrix, got shape {tuple(jacobian.shape)}")
+    if not jacobian.dtype.is_floating_point:
+        raise TypeError(f"jacobian must be floating point, got {jacobian.dtype}")
+    finite = torch.isfinite(jacobian).all(dim=1)
+    if not bool(finite.all()):
+        task = int((~finite).nonzero()[0])
+        raise ValueError(f"the gradient of task {task} has non-finite entries")
+    return jacobian
+
+
+def check_scale(scale: float) -> float:
+    """Validate a direction scale factor (a positive finite number)."""
+    value = float(scale)
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return value
+
+
+class Aggregator(ABC):
+    """Maps the per-task gradients (rows of a (K, m) Jacobian) to one update direction (m,)."""
+
+    registered_name: str = ""
+
+    def __call__(self, jacobian: Tensor) -> Tensor:
+        return self.aggregate(check_jacobian(jacobian))
+
+    @abstractmethod
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        """The direction for a validated Jacobian."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class GramianWeighting(Aggregator):
+    """An aggregator whose direction is ``d = G w`` with weights ``w = f(A)``, ``A = G^T G``.
+
+    Subclasses implement :meth:`gram_weights`. ``weights(gram)`` returns the weights for a
+    Gram matrix; calling the aggregator on a Jacobian forms the Gram matrix and returns
+    ``jacobian.T @ weights``. The latest solver diagnostic, when there is one, is kept
+    in :attr:`last_info`; a regularised solve warns once per aggregator instance.
+    """
+
+    def __init__(self) -> None:
+        self.last_info: SolverInfo | None = None
+        self._warned = False
+
+    def weights(self, gram: Tensor) -> Tensor:
+        """The K weights for a (K, K) Gram matrix, in the Gram matrix's dtype and device."""
+        if not isinstance(gram, Tensor) or gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
+            shape = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__
+            raise ValueError(f"gram must be a square (K, K) tensor, got {shape}")
+        return self.gram_weights(gram).to(gram.dtype)
+
+    @abstractmethod
+    def gram_weights(self, gram: Tensor) -> Tensor:
+        """Weights (K,) for a (K, K) Gram matrix (any floating dtype)."""
+
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        gram = jacobian @ jacobian.T
+        w = self.gram_weights(gram).to(jacobian.dtype)
+        return w @ jacobian
+
+    def _record(self, info: SolverInfo) -> None:
+        """Keep a solver diagnostic and warn (once per instance) if it regularised."""
+        self.last_info = info
+        if info.regularized and not self._warned:
+            self._warned = True
+            what = "zero" if info.zero_gram else f"singular (ridge {info.regularization:.0e} x diag(A))"
+            warnings.warn(
+                f"{type(self).__name__}: the Gram matrix of the task gradients is {what}, "
+                "i.e. the point is (numerically) Pareto stationary; the weights were regularised. "
+                "See .last_info for the diagnostic; this warning is shown once.",
+                RegularizationWarning,
+                stacklevel=3,
+            )

@@ -1,0 +1,21 @@
+"""Mean of the task gradients."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fairmtl._registry import register
+from fairmtl.aggregators.base import GramianWeighting
+
+
+@register("mean")
+class Mean(GramianWeighting):
+    """``d = (1/K) sum_i g_i``: every weight is 1/K."""
+
+    def gram_weights(self, gram: Tensor) -> Tensor:
+        k = gram.shape[0]
+        return torch.full((k,), 1.0 / k, dtype=gram.dtype, device=gram.device)
+
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        return jacobian.mean(dim=0)

@@ -1,0 +1,20 @@
+"""Sum of the task gradients: linear scalarisation (LS / EW) at the gradient level."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fairmtl._registry import register
+from fairmtl.aggregators.base import GramianWeighting
+
+
+@register("sum")
+class Sum(GramianWeighting):
+    """``d = sum_i g_i``: every weight is 1. The baseline of every paper (LS / EW)."""
+
+    def gram_weights(self, gram: Tensor) -> Tensor:
+        return torch.ones(gram.shape[0], dtype=gram.dtype, device=gram.device)
+
+    def aggregate(self, jacobian: Tensor) -> Tensor:
+        return jacobian.sum(dim=0)

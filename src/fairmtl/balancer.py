@@ -1,0 +1,214 @@
+"""The pipeline object: losses -> transform -> loss weights -> per-task gradients ->
+aggregator -> ``.grad`` (IGB, Algorithm 3; FairGrad, section 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fairmtl._registry import make
+from fairmtl.aggregators.base import Aggregator
+from fairmtl.errors import InvalidLossError
+from fairmtl.jacobian import JacobianMethod, jacobian
+from fairmtl.transforms import LossTransform, as_transform
+from fairmtl.weighting.base import Weighting
+from fairmtl.weighting.ls import LS
+
+
+class Balancer:
+    """Turns K task losses into gradients on a multi-task model.
+
+    One step::
+
+        balancer = fairmtl.Balancer(aggregator=fairmtl.FairGrad(alpha=2.0))
+        optimizer.zero_grad()
+        losses = torch.stack([loss_seg, loss_depth, loss_normal])
+        balancer.backward(losses, shared=model.encoder.parameters(),
+                          task_params=model.heads.parameters())
+        optimizer.step()
+
+    ``shared`` parameters receive the aggregated direction ``d`` of the per-task
+    gradients of ``lambda_i * T(l_i)``; ``task_params`` (the heads) receive the gradient
+    of ``sum_i lambda_i * T(l_i)``, i.e. each head the gradient of its own weighted,
+    transformed loss. Gradients are accumulated into ``.grad`` like ``Tensor.backward``.
+
+    Features mode (``features=z`` instead of ``shared``): per-task gradients are taken
+    w.r.t. the shared representation ``z`` (MGDA-UB), aggregated, and back-propagated
+    through the encoder in one pass: cheaper, an approximation for non-linear methods.
+
+    Args:
+        aggregator: an :class:`Aggregator` or a registered name (default ``"sum"``).
+        weighting: a loss-balancing :class:`Weighting` or name (default constant ones).
+        transform: a :class:`LossTransform` or name (default identity).
+        num_tasks: K, if known; otherwise fixed by the first call.
+        jacobian_method: ``"batched"`` (one vmapped backward) or ``"loop"`` (K backwards).
+        check_losses: validate the losses every step (one host sync; disable for speed).
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator | str = "sum",
+        weighting: Weighting | str | None = None,
+        transform: LossTransform | str | None = None,
+        *,
+        num_tasks: int | None = None,
+        jacobian_method: JacobianMethod = "batched",
+        check_losses: bool = True,
+    ) -> None:
+        self.aggregator: Aggregator = make(aggregator) if isinstance(aggregator, str) else aggregator
+        if not isinstance(self.aggregator, Aggregator):
+            raise TypeError(f"aggregator must be an Aggregator or a name, got {aggregator!r}")
+        self.weighting: Weighting = LS() if weighting is None else make(weighting) if isinstance(weighting, str) else weighting
+        if not isinstance(self.weighting, Weighting):
+            raise TypeError(f"weighting must be a Weighting, a name or None, got {weighting!r}")
+        self.transform = as_transform(transform)
+        if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
+            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        self.num_tasks = num_tasks
+        if jacobian_method not in ("loop", "batched"):
+            raise ValueError(f"jacobian_method must be 'loop' or 'batched', got {jacobian_method!r}")
+        self.jacobian_method: JacobianMethod = jacobian_method
+        self.check_losses = check_losses
+        self.last_loss_weights: Tensor | None = None
+
+    # ------------------------------------------------------------------ validation
+    def _loss_vector(self, losses: Tensor | Sequence[Tensor]) -> Tensor:
+        if not isinstance(losses, Tensor):
+            items = list(losses)
+            for i, item in enumerate(items):
+                if not isinstance(item, Tensor) or item.numel() != 1:
+                    raise InvalidLossError(f"loss of task {i} must be a scalar tensor, got {item!r}")
+            losses = torch.stack([item.reshape(()) for item in items])
+        if losses.ndim != 1:
+            raise InvalidLossError(f"losses must be a (K,) tensor of task losses, got shape {tuple(losses.shape)}")
+        k = losses.shape[0]
+        if self.num_tasks is None:
+            if k == 0:
+                raise InvalidLossError("got no losses")
+            self.num_tasks = k
+        elif k != self.num_tasks:
+            raise InvalidLossError(f"expected {self.num_tasks} task losses, got {k}")
+        if self.check_losses:
+            finite = torch.isfinite(losses.detach())
+            if not bool(finite.all()):
+                i = int((~finite).nonzero()[0])
+                raise InvalidLossError(f"loss of task {i} is not finite: {losses[i].item()!r}")
+        return losses
+
+    @staticmethod
+    def _param_list(params: Iterable[Tensor] | None, what: str) -> list[Tensor]:
+        if params is None:
+            return []
+        if isinstance(params, Tensor):
+            params = [params]
+        out = list(params)
+        for i, p in enumerate(out):
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise ValueError(f"{what}[{i}] must be a tensor that requires grad")
+        return out
+
+    # ------------------------------------------------------------------ the step
+    def backward(
+        self,
+        losses: Tensor | Sequence[Tensor],
+        shared: Iterable[Tensor] | None = None,
+        *,
+        features: Tensor | None = None,
+        task_params: Iterable[Tensor] | None = None,
+        scaler: Any | None = None,
+        retain_graph: bool = False,
+    ) -> Tensor:
+        """Compute and accumulate the gradients of one step; return the loss weights (K,).
+
+        Args:
+            losses: the K task losses, a (K,) tensor or a sequence of scalar tensors.
+            shared: parameters shared by all tasks (gets the aggregated direction).
+            features: instead of ``shared``, the shared representation (features mode).
+            task_params: task-specific parameters (heads).
+            scaler: a ``torch.amp.GradScaler``: pass the *unscaled* losses and the scaler;
+                the backward passes run on scaled objectives (no fp16 underflow) and the
+                aggregator sees the unscaled Jacobian, so no method changes its direction
+                or magnitude under AMP. Then call ``scaler.step(optimizer)`` as usual.
+            retain_graph: keep the autograd graph after this call.
+        """
+        if (shared is None) == (features is None):
+            raise ValueError("pass exactly one of shared= (parameters) or features= (representation)")
+        losses = self._loss_vector(losses)
+        if features is not None:
+            if not isinstance(features, Tensor) or not features.requires_grad:
+                raise ValueError("features must be a tensor that requires grad (the shared representation)")
+            inputs = [features]
+        else:
+            inputs = self._param_list(shared, "shared")
+            if not inputs:
+                raise ValueError("the list of shared parameters is empty")
+        heads = self._param_list(task_params, "task_params")
+
+        transformed = self.transform(losses)
+        lam = self.weighting.weights(losses.detach()).detach().to(transformed.dtype)
+        if lam.shape != losses.shape:
+            raise RuntimeError(f"{self.weighting!r} returned weights of shape {tuple(lam.shape)}, expected {tuple(losses.shape)}")
+        objectives = lam * transformed
+        scale = 1.0 if scaler is None else float(scaler.get_scale())
+        if scale != 1.0:
+            objectives = objectives * scale
+
+        jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=True)
+        if scale != 1.0:
+            jac = jac / scale
+        if scaler is not None and not bool(torch.isfinite(jac).all()):
+            direction = torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
+        else:
+            direction = self.aggregator(jac)
+        if scale != 1.0:
+            direction = direction * scale
+
+        if heads:
+            head_grads = torch.autograd.grad(
+                objectives.sum(), heads, retain_graph=True, allow_unused=True, materialize_grads=True
+            )
+            for p, g in zip(heads, head_grads):
+                _accumulate(p, g)
+        if features is not None:
+            features.backward(direction.view_as(features).to(features.dtype), retain_graph=retain_graph)
+        else:
+            offset = 0
+            for p in inputs:
+                n = p.numel()
+                _accumulate(p, direction[offset : offset + n].view_as(p))
+                offset += n
+        self.last_loss_weights = lam
+        return lam
+
+    def observe(self, losses: Tensor | Sequence[Tensor]) -> None:
+        """Pass the losses measured after the optimizer step to methods that learn from them."""
+        self.weighting.observe(self._loss_vector(losses).detach())
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: the methods' states and K."""
+        state: dict[str, Any] = {"num_tasks": self.num_tasks, "weighting": self.weighting.state_dict()}
+        agg_state = getattr(self.aggregator, "state_dict", None)
+        state["aggregator"] = agg_state() if callable(agg_state) else {}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_tasks = state["num_tasks"]
+        self.weighting.load_state_dict(state["weighting"])
+        loader = getattr(self.aggregator, "load_state_dict", None)
+        if callable(loader):
+            loader(state["aggregator"])
+
+    def __repr__(self) -> str:
+        return f"Balancer(aggregator={self.aggregator!r}, weighting={self.weighting!r}, transform={self.transform!r})"
+
+
+def _accumulate(p: Tensor, g: Tensor) -> None:
+    g = g.to(p.dtype)
+    if p.grad is None:
+        p.grad = g.detach().clone()
+    else:
+        p.grad.add_(g)

@@ -1,0 +1,76 @@
+"""Validation and scaling of K x K Gram matrices shared by the dense solvers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    """Diagnostic returned by every dense solver.
+
+    Attributes:
+        iterations: iterations used (all attempts together).
+        backward_error: normwise backward error of the returned weights for the problem as
+            posed on the *unregularised* Gram matrix (see each solver for its residual).
+        regularization: ridge added, relative to the Gram matrix's diagonal (0.0 if none).
+        converged: whether the stopping test was met.
+        zero_gram: the Gram matrix was zero (every task gradient vanished).
+    """
+
+    iterations: int
+    backward_error: float
+    regularization: float
+    converged: bool
+    zero_gram: bool = False
+
+    @property
+    def regularized(self) -> bool:
+        return self.regularization > 0.0 or self.zero_gram
+
+
+def check_gram(gram: Tensor, *, name: str = "gram") -> Tensor:
+    """Check that ``gram`` is a finite, symmetric K x K matrix; return it symmetrised in float64."""
+    if not isinstance(gram, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(gram).__name__}")
+    if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty square (K, K) matrix, got shape {tuple(gram.shape)}")
+    if not gram.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got {gram.dtype}")
+    a = gram.detach().to(torch.float64)
+    finite = torch.isfinite(a)
+    if not bool(finite.all()):
+        i, j = (~finite).nonzero()[0].tolist()
+        raise ValueError(f"{name} has a non-finite entry {a[i, j].item()} at ({i}, {j})")
+    scale = a.abs().max()
+    asym = (a - a.T).abs().max()
+    if bool(asym > 1e-6 * scale):
+        raise ValueError(
+            f"{name} is not symmetric: max |A - A^T| = {asym.item():.3g} vs max |A| = {scale.item():.3g}"
+        )
+    a = 0.5 * (a + a.T)
+    diag = a.diagonal()
+    bad = diag < -1e-8 * scale
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{name} is not positive semi-definite: diagonal entry {i} is {diag[i].item():.3g} < 0"
+        )
+    return a
+
+
+def normwise_residual_error(a: Tensor, w: Tensor, rhs: Tensor) -> float:
+    """Upper bound on ||A w - rhs|| / (||A||_2 ||w|| + ||rhs||) (vector 2-norms).
+
+    ``||A||_F / sqrt(K) <= ||A||_2`` stands in for the spectral norm, which keeps the
+    bound cheap (no SVD) and conservative.
+    """
+    res = torch.linalg.vector_norm(a @ w - rhs)
+    a_norm = torch.linalg.matrix_norm(a) / a.shape[0] ** 0.5
+    denom = a_norm * torch.linalg.vector_norm(w) + torch.linalg.vector_norm(rhs)
+    if bool(denom == 0):
+        return 0.0
+    return float(res / denom)
