@@ -152,9 +152,10 @@ class Balancer:
         if lam.shape != losses.shape:
             raise RuntimeError(f"{self.weighting!r} returned weights of shape {tuple(lam.shape)}, expected {tuple(losses.shape)}")
         objectives = lam * transformed
-        scale = 1.0 if scaler is None else float(scaler.get_scale())
-        if scale != 1.0:
-            objectives = objectives * scale
+        scale = 1.0
+        if scaler is not None:
+            objectives = scaler.scale(objectives)  # also initialises a fresh scaler's state
+            scale = float(scaler.get_scale())
 
         jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=True)
         if scale != 1.0:

@@ -43,9 +43,11 @@ _TAU = 0.995  # fraction to the boundary
 _CONTINUATION_FROM = 8.0
 _CONTINUATION_RATIO = 2.0
 _STAGE_TOL = 1e-6
+_IPM_STATIONARY = 1e-12
+_STATIONARY = 1e-15  # u^T A u / max diag(A) below this: numerically Pareto stationary
 _SLACK = 1e-13
-_TINY = 1e-300  # floor on the scaled weights, against underflow
-_N_STEPS = 40  # backtracking candidates 1, 1/2, ..., 2^-39 (relative to the boundary step)
+_N_STEPS = 20  # backtracking candidates 1, 1/4, ..., 4^-19
+_BACKTRACK = 0.25
 _RIDGES = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4)
 
 
@@ -68,15 +70,14 @@ def check_alpha(alpha: float) -> float:
     return value
 
 
-def _potential(v: Tensor, a_hat: Tensor, b: Tensor, alpha: float) -> Tensor:
-    """f(v) for a batch of points v (..., K)."""
-    quad = 0.5 * ((v @ a_hat) * v).sum(-1)
-    if alpha == 1.0:
-        phi = torch.log(v)
-    else:
-        e = 1.0 - 1.0 / alpha
-        phi = v.pow(e) / e
-    return quad - (b * phi).sum(-1)
+def _potential2(v: Tensor, a_hat: Tensor, b2: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Twice the potential, split as (v^T A v, 2 sum_i b_i phi(v_i)), for points v (..., K).
+
+    ``b2`` is ``2 b`` at alpha = 1 and ``2 b / (1 - 1/alpha)`` otherwise.
+    """
+    quad = ((v @ a_hat) * v).sum(-1)
+    phi = torch.log(v) if alpha == 1.0 else v.pow(1.0 - 1.0 / alpha)
+    return quad, phi @ b2
 
 
 def _newton(
@@ -92,55 +93,73 @@ def _newton(
 ) -> tuple[Tensor, int, bool]:
     """Damped Newton on the scaled potential; returns (v, iterations, converged).
 
-    Converged means: the componentwise backward error of the scaled system, or the
-    normwise one of the unscaled system ``a1 w = w^(-1/alpha)`` with ``w = dscale * v``,
-    is at most ``tol``. (A task whose weight underflows, e.g. a huge gradient next to a
-    tiny one at large alpha, can only meet the normwise test.)
+    An iteration is about 40 small tensor operations and one Cholesky solve, with no
+    data-dependent branch: the backtracking candidates 1, 1/4, ..., 4^-19 are evaluated
+    together and the first that satisfies Armijo's condition is selected on the device.
+    Every ``check_every`` iterations one host round trip tests convergence: a full step
+    of relative size below 1e-9 (quadratic convergence makes the next iterate exact to
+    rounding), or a componentwise backward error of the scaled system, or the normwise
+    one of the unscaled system ``a1 w = w^(-1/alpha)`` (``w = dscale * v``), below ``tol``.
+    (A task whose weight underflows, e.g. a huge gradient next to a tiny one at large
+    alpha, can only meet the normwise test.)
     """
     inv = -1.0 / alpha
+    c = b / alpha
+    b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
+    n = _N_STEPS
     steps = torch.pow(
-        torch.full((_N_STEPS,), 0.5, dtype=v.dtype, device=v.device),
-        torch.arange(_N_STEPS, dtype=v.dtype, device=v.device),
+        torch.full((n,), _BACKTRACK, dtype=v.dtype, device=v.device), torch.arange(n, dtype=v.dtype, device=v.device)
     )
+    armijo = (2.0 * _ARMIJO) * steps
+    last = torch.zeros(n, dtype=torch.bool, device=v.device)
+    last[-1] = True
+    a_diag = a_hat.diagonal()
     abs_a = a_hat.abs()
+    quad, phis = _potential2(v, a_hat, b2, alpha)
+    two_f = quad - phis
     it = 0
     last_good = v
     while it < max_iter:
+        rel_step = v.new_zeros(())
         for _ in range(check_every):
             it += 1
             vp = v.pow(inv)
-            grad = a_hat @ v - b * vp
-            hdiag = (b / alpha) * vp / v
-            h = a_hat + torch.diag(hdiag)
-            s = torch.rsqrt(h.diagonal())
-            delta = s * torch.linalg.solve(h * s[:, None] * s[None, :], -grad * s)
+            grad = torch.addcmul(a_hat @ v, b, vp, value=-1.0)
+            # Hessian A' + diag(c v^(-1/alpha - 1)), Jacobi-scaled for the LU solve (Cholesky
+            # breaks down on the rounding-level negative eigenvalues of a singular A').
+            hd = c * vp / v
+            sc = (a_diag + hd).rsqrt()
+            h = (a_hat + torch.diag(hd)) * torch.outer(sc, sc)
+            delta = torch.linalg.solve(h, grad * -sc) * sc
             # Fraction to the boundary per component: a weight may shrink at most by a
-            # factor 1 / (1 - tau) per step. (One global step length would let a single
-            # weight heading to zero, an inactive task at large alpha, throttle the rest.)
-            clipped = torch.maximum(delta, -_TAU * v)
-            slope_c = grad @ clipped
-            delta = torch.where(slope_c < 0, clipped, delta)
-            ratio = torch.where(delta < 0, -v / delta, torch.full_like(v, float("inf")))
-            t_max = torch.clamp(_TAU * ratio.min(), max=1.0)
-            cand = v + (t_max * steps)[:, None] * delta
-            cand = cand.clamp_min(_TINY)
-            f0 = _potential(v, a_hat, b, alpha)
-            fc = _potential(cand, a_hat, b, alpha)
+            # factor 1 / (1 - tau) per step, so one weight heading to zero (an inactive task
+            # at large alpha) cannot throttle the others. If clipping spoils descent, fall
+            # back to the whole Newton step shortened to the boundary.
+            clipped = torch.maximum(delta, v * -_TAU)
+            slope = grad @ clipped
+            shrink = (delta.neg() / v).max().clamp_min(_TAU)
+            delta = torch.where(slope < 0, clipped, delta * (_TAU / shrink))
             slope = grad @ delta
-            # Slack for rounding: near the solution the true decrease is below float precision.
-            slack = _SLACK * (0.5 * (v @ (abs_a @ v)) + (b * vp * v).sum() * max(alpha, 1.0))
-            ok = fc <= f0 + _ARMIJO * t_max * steps * slope + slack
-            first = torch.where(ok.any(), ok.to(torch.int64).argmax(), torch.tensor(_N_STEPS - 1, device=v.device))
-            v = cand[first]
-        vp = v.pow(inv)
-        res = (a_hat @ v - b * vp).abs()
-        scale = abs_a @ v + b * vp
-        cbe = (res / scale).max()
-        nbe = normwise_residual_error(a1, dscale * v, (dscale * v).pow(inv))
-        if not bool(torch.isfinite(cbe)) or not bool((v > 0).all()):
+            cand = torch.addcmul(v, steps.unsqueeze(1), delta)
+            quad_c, phis_c = _potential2(cand, a_hat, b2, alpha)
+            # Rounding in 2f is relative to v^T |A'| v (not to the possibly cancelled v^T A' v).
+            slack = _SLACK * (v @ (abs_a @ v) + phis.abs())
+            ok = (quad_c - phis_c) <= torch.addcmul(two_f + slack, armijo, slope)
+            first = (ok | last).to(torch.uint8).argmax()
+            v_new = cand[first]
+            rel_step = (v_new - v).abs().div(v).max() + first  # > 1 unless a full step
+            v, quad, phis = v_new, quad_c[first], phis_c[first]
+            two_f = quad - phis
+        if bool(rel_step <= 1e-9):
+            return v, it, True
+        if not bool(torch.isfinite(v).all() & (v > 0).all()):
             return last_good, it, False
         last_good = v
-        if bool(cbe <= tol) or nbe <= tol:
+        if it % 4:  # the residual tests below are needed only in rare cases: not every time
+            continue
+        vp = v.pow(inv)
+        cbe = ((a_hat @ v - b * vp).abs() / (a_hat.abs() @ v + b * vp)).max()
+        if bool(cbe <= tol) or normwise_residual_error(a1, dscale * v, (dscale * v).pow(inv)) <= tol:
             return v, it, True
     return v, it, False
 
@@ -151,7 +170,7 @@ def solve_alpha_fair(
     *,
     tol: float = 1e-13,
     max_iter: int = 100,
-    check_every: int = 4,
+    check_every: int | None = None,
     init: Tensor | None = None,
 ) -> AlphaFairSolution:
     """Solve ``A w = w^(-1/alpha)`` for ``w > 0`` (FairGrad eq. 4; Nash-MTL at alpha = 1).
@@ -163,7 +182,8 @@ def solve_alpha_fair(
             ``max_i |A w - w^(-1/alpha)|_i / (|A| w + w^(-1/alpha))_i`` (which bounds the
             normwise one by ``sqrt(K) * tol``).
         max_iter: Newton iterations per attempt.
-        check_every: iterations between convergence tests (host round trips).
+        check_every: iterations between convergence tests (host round trips); default 1
+            on CPU (where a test costs nothing) and 4 on accelerators.
         init: optional warm start (K,) of positive weights, e.g. the previous step's.
 
     Returns:
@@ -173,6 +193,17 @@ def solve_alpha_fair(
     """
     alpha = check_alpha(alpha)
     a = check_gram(gram)
+    if check_every is None:
+        check_every = 1 if a.device.type == "cpu" else 4
+    with torch.inference_mode():  # less dispatch overhead on these tiny tensors
+        sol = _solve(a, alpha, tol, max_iter, check_every, init)
+    # Outside inference mode, so the weights can enter autograd graphs.
+    return AlphaFairSolution(sol.weights.clone(), sol.info)
+
+
+def _solve(
+    a: Tensor, alpha: float, tol: float, max_iter: int, check_every: int, init: Tensor | None
+) -> AlphaFairSolution:
     k = a.shape[0]
     if math.isinf(alpha):
         return _max_min_fair(a)
@@ -206,6 +237,8 @@ def solve_alpha_fair(
             start = w1
             if not ok:
                 break
+        if ok and rho == 0.0 and _numerically_stationary(a_rho, w1):
+            ok = False  # converged only by sending weights to infinity: regularise instead
         if ok:
             w = out_scale * w1
             berr = normwise_residual_error(a, w, w.pow(-1.0 / alpha))
@@ -234,6 +267,17 @@ def _solve_scaled(
     return dscale * v, it, ok
 
 
+def _numerically_stationary(a1: Tensor, w1: Tensor) -> bool:
+    """Whether ``G w``, normalised by the weighted sum of gradient norms, is at rounding level.
+
+    At a Pareto-stationary point, Newton "converges" in the normwise sense by sending the
+    weights to infinity along a non-negative null vector of ``A``; this catches it. The
+    measure ``w^T A w / (sum_i w_i ||g_i||)^2`` is invariant to per-task gradient scales.
+    """
+    norms = a1.diagonal().clamp_min(0.0).sqrt()
+    return bool(w1 @ (a1 @ w1) <= _STATIONARY * (w1 @ norms) ** 2)
+
+
 def _check_init(init: Tensor, k: int, like: Tensor) -> Tensor:
     w0 = init.detach().to(dtype=like.dtype, device=like.device)
     if w0.shape != (k,):
@@ -244,21 +288,34 @@ def _check_init(init: Tensor, k: int, like: Tensor) -> Tensor:
 
 
 def _max_min_fair(a: Tensor) -> AlphaFairSolution:
-    """alpha = inf: ``argmin_{w >= 0} 0.5 w^T A w - 1^T w = u / (u^T A u)`` with u MGDA's weights."""
-    sol = min_norm_simplex(a)
+    """alpha = inf: ``argmin_{w >= 0} 0.5 w^T A w - 1^T w = u / (u^T A u)`` with u MGDA's weights.
+
+    At a Pareto-stationary point (``u^T A u = 0``) the problem is unbounded; it is then
+    solved on ``A + rho diag(A)`` and reported. A task with an exactly zero gradient is
+    set aside (its weight, ``1 / (rho max diag A)``, cannot change the direction) and the
+    others are solved without it.
+    """
     k = a.shape[0]
-    if sol.info.zero_gram:
-        return AlphaFairSolution(sol.weights * k, sol.info)
-    scale = a.diagonal().max()
-    rho = 0.0
-    value = sol.value
-    weights = sol.weights
-    if bool(value <= 1e-13 * scale):
-        # Pareto stationary: the quadratic is unbounded below on w >= 0; regularise.
+    diag = a.diagonal()
+    scale = diag.max()
+    if bool(scale <= 0):
+        ones = torch.ones(k, dtype=a.dtype, device=a.device)
+        return AlphaFairSolution(ones, SolverInfo(0, 0.0, 0.0, True, zero_gram=True))
+    zero = diag <= 0
+    if bool(zero.any()):
         rho = _RIDGES[2]
-        diag = a.diagonal()
-        sol = min_norm_simplex(a + rho * torch.diag(torch.where(diag > 0, diag, scale)))
-        weights, value = sol.weights, sol.value
-    w = weights / value
+        keep = (~zero).nonzero().squeeze(1)
+        sub = _max_min_fair(a[keep][:, keep])
+        w = torch.full((k,), 1.0 / float(rho * scale), dtype=a.dtype, device=a.device)
+        w[keep] = sub.weights
+        info = sub.info
+        return AlphaFairSolution(w, SolverInfo(info.iterations, info.backward_error, max(rho, info.regularization), info.converged))
+    sol = min_norm_simplex(a)
+    rho = 0.0
+    # Pareto stationary to within the interior-point method's accuracy: regularise.
+    if bool(sol.value <= _IPM_STATIONARY * scale):
+        rho = _RIDGES[2]
+        sol = min_norm_simplex(a + rho * torch.diag(diag))
+    w = sol.weights / sol.value
     info = SolverInfo(sol.info.iterations, sol.info.backward_error, rho, sol.info.converged)
     return AlphaFairSolution(w, info)

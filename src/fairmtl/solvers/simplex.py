@@ -59,6 +59,8 @@ def min_norm_simplex(
     if bool(scale <= 0):
         u = ones / k
         return SimplexSolution(u, torch.zeros((), dtype=a.dtype, device=a.device), SolverInfo(0, 0.0, 0.0, True, True))
+    if k == 2:
+        return _two_tasks(a)
     q = a / scale
     eye = torch.eye(k, dtype=a.dtype, device=a.device)
     jitter = 1e-14 * eye
@@ -107,3 +109,13 @@ def min_norm_simplex(
     viol = torch.clamp(value - au, min=0.0).max() + ((au - value) * u).abs().max()
     berr = float(viol / scale)
     return SimplexSolution(u, value, SolverInfo(it, berr, 0.0, converged))
+
+
+def _two_tasks(a: Tensor) -> SimplexSolution:
+    """Closed form for K = 2 (Sener & Koltun 2018, Algorithm 1's line search):
+    ``u_1 = clip((A_22 - A_12) / (A_11 - 2 A_12 + A_22), 0, 1)``."""
+    denom = a[0, 0] - 2.0 * a[0, 1] + a[1, 1]
+    num = a[1, 1] - a[0, 1]
+    u1 = torch.where(denom > 0, num / torch.where(denom > 0, denom, 1.0), 0.5).clamp(0.0, 1.0)
+    u = torch.stack([u1, 1.0 - u1])
+    return SimplexSolution(u, u @ (a @ u), SolverInfo(0, 0.0, 0.0, True))

@@ -1,0 +1,49 @@
+"""MGDA: min-norm point of the convex hull, its guarantee, and agreement with SLSQP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fairmtl
+from fairmtl.solvers import min_norm_simplex
+
+
+def test_two_tasks_closed_form() -> None:
+    g = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    # min ||u g1 + (1-u) g2||^2 = u^2 + 4 (1-u)^2 -> u = 4/5
+    torch.testing.assert_close(fairmtl.MGDA().weights(g @ g.T), torch.tensor([0.8, 0.2], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("k", [2, 3, 10, 40])
+def test_no_task_is_hurt_and_matches_slsqp(k: int) -> None:
+    optimize = pytest.importorskip("scipy.optimize")
+    gen = torch.Generator().manual_seed(k)
+    g = torch.randn(k, 3 * k, dtype=torch.float64, generator=gen) * torch.logspace(-2, 2, k, dtype=torch.float64)[:, None]
+    d = fairmtl.MGDA()(g)
+    # Guarantee (Desideri 2012): g_i . d >= ||d||^2 for every task.
+    assert (g @ d >= d @ d * (1 - 1e-9) - 1e-12).all()
+    a = (g @ g.T).numpy()
+    res = optimize.minimize(
+        lambda u: u @ a @ u, np.ones(k) / k, jac=lambda u: 2 * a @ u, method="SLSQP",
+        bounds=[(0, 1)] * k, constraints=[{"type": "eq", "fun": lambda u: u.sum() - 1}],
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    assert float(d @ d) <= res.fun * (1 + 1e-7) + 1e-15
+
+
+def test_rank_deficient_many_tasks_and_pareto_stationary() -> None:
+    g = torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))  # K > m
+    sol = min_norm_simplex(g @ g.T)
+    assert sol.info.converged and torch.isfinite(sol.weights).all()
+    assert abs(float(sol.weights.sum()) - 1) < 1e-12 and (sol.weights >= 0).all()
+    # Random directions in R^3 surround the origin: it is Pareto stationary, d ~ 0.
+    assert float((sol.weights @ g).norm()) < 1e-6
+
+
+def test_single_task_and_zero_gradients() -> None:
+    g = torch.tensor([[3.0, 4.0]])
+    torch.testing.assert_close(fairmtl.MGDA()(g), g[0])
+    zero = torch.zeros(3, 5)
+    assert torch.equal(fairmtl.MGDA()(zero), torch.zeros(5))

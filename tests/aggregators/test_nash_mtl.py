@@ -1,0 +1,18 @@
+"""Nash-MTL: A w = 1/w, i.e. FairGrad at alpha = 1, and its invariances."""
+
+from __future__ import annotations
+
+import torch
+
+import fairmtl
+
+
+def test_bargaining_condition_and_per_task_scale_invariance() -> None:
+    g = torch.randn(3, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    agg = fairmtl.NashMTL()
+    w = agg.weights(g @ g.T)
+    torch.testing.assert_close((g @ g.T) @ w, 1.0 / w, rtol=1e-10, atol=0)
+    torch.testing.assert_close(agg(g), fairmtl.FairGrad(alpha=1.0)(g), rtol=1e-12, atol=1e-14)
+    # Navon et al.: rescaling one task's loss does not change the direction.
+    scaled = g * torch.tensor([1.0, 1e3, 1e-3], dtype=torch.float64)[:, None]
+    torch.testing.assert_close(agg(scaled), agg(g), rtol=1e-8, atol=1e-12)
