@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: main test toy lint clean-venv
+.PHONY: main test test-slow toy lint clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ toy: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks

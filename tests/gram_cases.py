@@ -48,7 +48,9 @@ def cases(n_random: int, seed: int = 0, max_k: int = 100) -> Iterator[GramCase]:
         scale = 10.0 ** float(torch.empty(1).uniform_(-8, 8, generator=gen))
         hetero = bool(i % 3 == 2)
         jac = random_jacobian(k, cond, scale, hetero=hetero, gen=gen)
-        yield GramCase(f"random{i}-K{k}-cond{cond:.0e}-s{scale:.0e}-h{int(hetero)}", jac @ jac.T, jac)
+        yield GramCase(
+            f"random{i}-K{k}-cond{cond:.0e}-s{scale:.0e}-h{int(hetero)}", jac @ jac.T, jac
+        )
     for k in (2, 5, 40):
         base = torch.randn(k, 3 * k, dtype=torch.float64, generator=gen)
         dup = base.clone()

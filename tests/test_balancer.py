@@ -23,9 +23,13 @@ class TwoHeadNet(nn.Module):
         return z, torch.cat([h(z) for h in self.heads], dim=1)
 
 
-def make_batch(k: int = 3, n: int = 32, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    k: int = 3, n: int = 32, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(n, 6, generator=gen, dtype=dtype), torch.randn(n, k, generator=gen, dtype=dtype)
+    return torch.randn(n, 6, generator=gen, dtype=dtype), torch.randn(
+        n, k, generator=gen, dtype=dtype
+    )
 
 
 def task_losses(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -36,7 +40,9 @@ def grads_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def run_step(model: TwoHeadNet, balancer: fairmtl.Balancer, *, features: bool = False) -> dict[str, torch.Tensor]:
+def run_step(
+    model: TwoHeadNet, balancer: fairmtl.Balancer, *, features: bool = False
+) -> dict[str, torch.Tensor]:
     x, y = make_batch()
     model.zero_grad()
     z, out = model(x)
@@ -44,7 +50,9 @@ def run_step(model: TwoHeadNet, balancer: fairmtl.Balancer, *, features: bool = 
     if features:
         balancer.backward(losses, features=z, task_params=model.heads.parameters())
     else:
-        balancer.backward(losses, shared=model.encoder.parameters(), task_params=model.heads.parameters())
+        balancer.backward(
+            losses, shared=model.encoder.parameters(), task_params=model.heads.parameters()
+        )
     return grads_of(model)
 
 
@@ -53,8 +61,12 @@ def run_step(model: TwoHeadNet, balancer: fairmtl.Balancer, *, features: bool = 
 def test_loop_and_batched_jacobians_agree(aggregator: str, transform: object) -> None:
     torch.manual_seed(0)
     model = TwoHeadNet().double()
-    batched = run_step(model, fairmtl.Balancer(aggregator, transform=transform, jacobian_method="batched"))
-    looped = run_step(model, fairmtl.Balancer(aggregator, transform=transform, jacobian_method="loop"))
+    batched = run_step(
+        model, fairmtl.Balancer(aggregator, transform=transform, jacobian_method="batched")
+    )
+    looped = run_step(
+        model, fairmtl.Balancer(aggregator, transform=transform, jacobian_method="loop")
+    )
     assert batched.keys() == looped.keys() and len(batched) == len(list(model.parameters()))
     for name in batched:
         torch.testing.assert_close(batched[name], looped[name], rtol=1e-10, atol=1e-12)
@@ -77,12 +89,21 @@ def test_shared_gets_the_direction_and_each_head_its_own_weighted_transformed_lo
     agg = fairmtl.FairGrad(alpha=2.0)
     grads = run_step(model, fairmtl.Balancer(agg, transform="log"))
     x, y = make_batch()
-    z, out = model(x)
+    _z, out = model(x)
     logl = torch.log(task_losses(out, y))
     shared = list(model.encoder.parameters())
-    jac = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(logl[i], shared, retain_graph=True)]) for i in range(3)])
+    jac = torch.stack(
+        [
+            torch.cat(
+                [g.reshape(-1) for g in torch.autograd.grad(logl[i], shared, retain_graph=True)]
+            )
+            for i in range(3)
+        ]
+    )
     direction = agg(jac)
-    flat = torch.cat([grads[f"encoder.{n}"].reshape(-1) for n, _ in model.encoder.named_parameters()])
+    flat = torch.cat(
+        [grads[f"encoder.{n}"].reshape(-1) for n, _ in model.encoder.named_parameters()]
+    )
     torch.testing.assert_close(flat, direction, rtol=1e-10, atol=1e-12)
     for i, head in enumerate(model.heads):
         own = torch.autograd.grad(logl[i], list(head.parameters()), retain_graph=True)
@@ -98,7 +119,9 @@ def test_features_mode_backpropagates_the_aggregated_representation_gradient() -
     x, y = make_batch()
     z, out = model(x)
     losses = task_losses(out, y)
-    jz = torch.stack([torch.autograd.grad(losses[i], z, retain_graph=True)[0].reshape(-1) for i in range(3)])
+    jz = torch.stack(
+        [torch.autograd.grad(losses[i], z, retain_graph=True)[0].reshape(-1) for i in range(3)]
+    )
     w = agg.weights(jz @ jz.T)
     # MGDA-UB: the encoder receives sum_i w_i grad_theta l_i with w from the features' Gram.
     model.zero_grad()
@@ -117,8 +140,12 @@ def test_training_with_any_optimizer_reduces_the_losses(optimizer_cls: type) -> 
     first = task_losses(model(x)[1], y).detach()
     for _ in range(60):
         opt.zero_grad()
-        z, out = model(x)
-        balancer.backward(task_losses(out, y), shared=model.encoder.parameters(), task_params=model.heads.parameters())
+        _z, out = model(x)
+        balancer.backward(
+            task_losses(out, y),
+            shared=model.encoder.parameters(),
+            task_params=model.heads.parameters(),
+        )
         opt.step()
     last = task_losses(model(x)[1], y).detach()
     assert (last < first).all()
@@ -126,7 +153,9 @@ def test_training_with_any_optimizer_reduces_the_losses(optimizer_cls: type) -> 
 
 @pytest.mark.parametrize("aggregator", ["mgda", "nash-mtl", "fairgrad", "sum"])
 @pytest.mark.parametrize("transform", [None, "log"])
-def test_grad_scaler_changes_neither_direction_nor_magnitude(aggregator: str, transform: str | None) -> None:
+def test_grad_scaler_changes_neither_direction_nor_magnitude(
+    aggregator: str, transform: str | None
+) -> None:
     torch.manual_seed(5)
     model = TwoHeadNet().double()
     reference = run_step(model, fairmtl.Balancer(aggregator, transform=transform))
@@ -134,9 +163,12 @@ def test_grad_scaler_changes_neither_direction_nor_magnitude(aggregator: str, tr
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x, y = make_batch()
     model.zero_grad()
-    z, out = model(x)
+    _z, out = model(x)
     fairmtl.Balancer(aggregator, transform=transform).backward(
-        task_losses(out, y), shared=model.encoder.parameters(), task_params=model.heads.parameters(), scaler=scaler
+        task_losses(out, y),
+        shared=model.encoder.parameters(),
+        task_params=model.heads.parameters(),
+        scaler=scaler,
     )
     scaler.unscale_(opt)
     for name, p in model.named_parameters():
@@ -151,9 +183,13 @@ def test_scaling_the_losses_keeps_the_direction_of_scale_invariant_methods(aggre
     plain = run_step(model, fairmtl.Balancer(aggregator))
     x, y = make_batch()
     model.zero_grad()
-    z, out = model(x)
-    fairmtl.Balancer(aggregator).backward(task_losses(out, y) * 65536.0, shared=model.encoder.parameters())
-    d_plain = torch.cat([plain[f"encoder.{n}"].reshape(-1) for n, _ in model.encoder.named_parameters()])
+    _z, out = model(x)
+    fairmtl.Balancer(aggregator).backward(
+        task_losses(out, y) * 65536.0, shared=model.encoder.parameters()
+    )
+    d_plain = torch.cat(
+        [plain[f"encoder.{n}"].reshape(-1) for n, _ in model.encoder.named_parameters()]
+    )
     d_scaled = torch.cat([p.grad.reshape(-1) for p in model.encoder.parameters()])
     cos = d_plain @ d_scaled / (d_plain.norm() * d_scaled.norm())
     assert cos >= 1 - 1e-10
@@ -163,8 +199,10 @@ def test_gradients_accumulate_like_backward() -> None:
     model = TwoHeadNet().double()
     once = run_step(model, fairmtl.Balancer("mgda"))
     x, y = make_batch()
-    z, out = model(x)  # no zero_grad: accumulate on top
-    fairmtl.Balancer("mgda").backward(task_losses(out, y), shared=model.encoder.parameters(), task_params=model.heads.parameters())
+    _z, out = model(x)  # no zero_grad: accumulate on top
+    fairmtl.Balancer("mgda").backward(
+        task_losses(out, y), shared=model.encoder.parameters(), task_params=model.heads.parameters()
+    )
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, 2 * once[name])
 
@@ -179,24 +217,30 @@ def _losses_and_model() -> tuple[TwoHeadNet, torch.Tensor]:
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_loss_names_the_task_and_value(bad: float) -> None:
     model, losses = _losses_and_model()
-    losses = losses * torch.tensor([1.0, 1.0, bad]) if bad != bad else torch.cat([losses[:2], torch.tensor([bad])])
+    losses = torch.cat([losses[:2], torch.tensor([bad])])
     with pytest.raises(InvalidLossError, match=r"task 2 .*(nan|inf)"):
         fairmtl.Balancer("fairgrad").backward(losses, shared=model.encoder.parameters())
 
 
 @pytest.mark.parametrize("transform", ["log", fairmtl.AlphaFairLoss(0.5), fairmtl.Log(offset=0.0)])
 @pytest.mark.parametrize("value", [0.0, -0.25])
-def test_non_positive_loss_under_log_transforms_names_the_task_and_value(transform: object, value: float) -> None:
+def test_non_positive_loss_under_log_transforms_names_the_task_and_value(
+    transform: object, value: float
+) -> None:
     model, losses = _losses_and_model()
     losses = torch.cat([losses[:1], torch.tensor([value]), losses[2:]])
     with pytest.raises(InvalidLossError, match=rf"task 1 has loss {value}"):
-        fairmtl.Balancer("sum", transform=transform).backward(losses, shared=model.encoder.parameters())
+        fairmtl.Balancer("sum", transform=transform).backward(
+            losses, shared=model.encoder.parameters()
+        )
 
 
 def test_offset_makes_negative_losses_usable_under_log() -> None:
     model, losses = _losses_and_model()
     shifted = losses - 1.0  # some may be negative now
-    fairmtl.Balancer("mgda", transform=fairmtl.Log(offset=1.0)).backward(shifted, shared=model.encoder.parameters())
+    fairmtl.Balancer("mgda", transform=fairmtl.Log(offset=1.0)).backward(
+        shifted, shared=model.encoder.parameters()
+    )
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
@@ -214,7 +258,7 @@ def test_wrong_number_of_losses() -> None:
 
 
 def test_empty_shared_parameters_and_missing_targets() -> None:
-    model, losses = _losses_and_model()
+    _model, losses = _losses_and_model()
     with pytest.raises(ValueError, match="shared parameters is empty"):
         fairmtl.Balancer("sum").backward(losses, shared=[])
     with pytest.raises(ValueError, match="exactly one of"):
@@ -231,4 +275,6 @@ def test_list_of_scalar_losses_and_state_dict() -> None:
     restored = fairmtl.Balancer(fairmtl.FairGrad(alpha=2.0, warm_start=True))
     restored.load_state_dict(copy.deepcopy(balancer.state_dict()))
     assert restored.num_tasks == 3
-    assert torch.equal(restored.aggregator.state_dict()["previous"], balancer.aggregator.state_dict()["previous"])
+    assert torch.equal(
+        restored.aggregator.state_dict()["previous"], balancer.aggregator.state_dict()["previous"]
+    )

@@ -21,7 +21,9 @@ def spectral_norm(a: torch.Tensor) -> float:
     return float(np.abs(np.linalg.eigvalsh(a.numpy())).max())
 
 
-def exact_backward_error(a: torch.Tensor, w: torch.Tensor, alpha: float, a_norm: float | None = None) -> float:
+def exact_backward_error(
+    a: torch.Tensor, w: torch.Tensor, alpha: float, a_norm: float | None = None
+) -> float:
     """||A w - w^(-1/alpha)|| / (||A||_2 ||w|| + ||w^(-1/alpha)||), computed independently."""
     an, wn = a.numpy(), w.numpy()
     rhs = wn ** (-1.0 / alpha)
@@ -95,13 +97,22 @@ def test_agrees_with_scipy_least_squares_where_it_succeeds(alpha: float) -> None
         s = float(np.max(np.diag(a)))
         an = a / s
 
-        def fun(x: np.ndarray) -> np.ndarray:
+        def fun(x: np.ndarray, an: np.ndarray = an) -> np.ndarray:
             return an @ x - x ** (-1.0 / alpha)
 
-        def jac(x: np.ndarray) -> np.ndarray:
+        def jac(x: np.ndarray, an: np.ndarray = an) -> np.ndarray:
             return an + np.diag(x ** (-1.0 / alpha - 1.0) / alpha)
 
-        res = least_squares(fun, np.ones(k) / k, jac=jac, bounds=(0, np.inf), xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=300)
+        res = least_squares(
+            fun,
+            np.ones(k) / k,
+            jac=jac,
+            bounds=(0, np.inf),
+            xtol=1e-12,
+            ftol=1e-12,
+            gtol=1e-12,
+            max_nfev=300,
+        )
         if not res.success:
             continue
         ours = solve_alpha_fair(case.gram, alpha).weights.numpy() * s ** (alpha / (alpha + 1))
@@ -120,7 +131,13 @@ def test_agrees_with_scipy_least_squares_where_it_succeeds(alpha: float) -> None
         dh = 1.0 / np.sqrt(np.diag(jac_at))
         kappa = np.linalg.cond(jac_at * dh[:, None] * dh[None, :])
         rel = np.abs(ours - res.x) / np.abs(ours)
-        assert rel.max() <= 1e-7 + 10 * kappa * ref_cbe, (case.name, alpha, rel.max(), ref_cbe, kappa)
+        assert rel.max() <= 1e-7 + 10 * kappa * ref_cbe, (
+            case.name,
+            alpha,
+            rel.max(),
+            ref_cbe,
+            kappa,
+        )
     assert compared >= 20
 
 
@@ -134,7 +151,9 @@ def test_alpha_one_matches_an_independent_nash_bargaining_solve() -> None:
     gen = torch.Generator().manual_seed(3)
     for k, m in [(2, 5), (3, 8), (5, 20), (10, 40)]:
         # Positive-definite Gram with a direction improving every task (a solution exists).
-        g = torch.randn(k, m, dtype=torch.float64, generator=gen) + 1.5 * torch.randn(1, m, dtype=torch.float64, generator=gen)
+        g = torch.randn(k, m, dtype=torch.float64, generator=gen) + 1.5 * torch.randn(
+            1, m, dtype=torch.float64, generator=gen
+        )
         g = g * torch.logspace(-1, 1, k, dtype=torch.float64)[:, None]
         d = cp.Variable(m)
         problem = cp.Problem(cp.Maximize(cp.sum(cp.log(g.numpy() @ d)) - 0.5 * cp.sum_squares(d)))
@@ -150,7 +169,10 @@ def test_alpha_one_matches_an_independent_nash_bargaining_solve() -> None:
 def test_large_alpha_approaches_mgda_and_inf_is_mgda() -> None:
     gen = torch.Generator().manual_seed(4)
     for k in (2, 3, 5, 10, 30):
-        g = torch.randn(k, 50, dtype=torch.float64, generator=gen) * torch.logspace(-1, 1, k, dtype=torch.float64)[:, None]
+        g = (
+            torch.randn(k, 50, dtype=torch.float64, generator=gen)
+            * torch.logspace(-1, 1, k, dtype=torch.float64)[:, None]
+        )
         a = g @ g.T
         mgda = min_norm_simplex(a).weights @ g
         large = solve_alpha_fair(a, 1000.0).weights @ g

@@ -93,8 +93,20 @@ def test_format_table() -> None:
 def test_cli_writes_png_and_table(tmp_path, capsys) -> None:
     out = tmp_path / "toy"
     code = cli.main(
-        ["toy", "--out", str(out), "--max-iter", "30", "--methods", "LS", "fairgrad-a=2",
-         "--starts", "0", "3", "--quiet"]
+        [
+            "toy",
+            "--out",
+            str(out),
+            "--max-iter",
+            "30",
+            "--methods",
+            "LS",
+            "fairgrad-a=2",
+            "--starts",
+            "0",
+            "3",
+            "--quiet",
+        ]
     )
     assert code == 0
     png = out / "toy_trajectories.png"

@@ -58,10 +58,18 @@ class Balancer:
         jacobian_method: JacobianMethod = "batched",
         check_losses: bool = True,
     ) -> None:
-        self.aggregator: Aggregator = make(aggregator) if isinstance(aggregator, str) else aggregator
+        self.aggregator: Aggregator = (
+            make(aggregator) if isinstance(aggregator, str) else aggregator
+        )
         if not isinstance(self.aggregator, Aggregator):
             raise TypeError(f"aggregator must be an Aggregator or a name, got {aggregator!r}")
-        self.weighting: Weighting = LS() if weighting is None else make(weighting) if isinstance(weighting, str) else weighting
+        self.weighting: Weighting = (
+            LS()
+            if weighting is None
+            else make(weighting)
+            if isinstance(weighting, str)
+            else weighting
+        )
         if not isinstance(self.weighting, Weighting):
             raise TypeError(f"weighting must be a Weighting, a name or None, got {weighting!r}")
         self.transform = as_transform(transform)
@@ -69,7 +77,9 @@ class Balancer:
             raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
         self.num_tasks = num_tasks
         if jacobian_method not in ("loop", "batched"):
-            raise ValueError(f"jacobian_method must be 'loop' or 'batched', got {jacobian_method!r}")
+            raise ValueError(
+                f"jacobian_method must be 'loop' or 'batched', got {jacobian_method!r}"
+            )
         self.jacobian_method: JacobianMethod = jacobian_method
         self.check_losses = check_losses
         self.last_loss_weights: Tensor | None = None
@@ -80,10 +90,14 @@ class Balancer:
             items = list(losses)
             for i, item in enumerate(items):
                 if not isinstance(item, Tensor) or item.numel() != 1:
-                    raise InvalidLossError(f"loss of task {i} must be a scalar tensor, got {item!r}")
+                    raise InvalidLossError(
+                        f"loss of task {i} must be a scalar tensor, got {item!r}"
+                    )
             losses = torch.stack([item.reshape(()) for item in items])
         if losses.ndim != 1:
-            raise InvalidLossError(f"losses must be a (K,) tensor of task losses, got shape {tuple(losses.shape)}")
+            raise InvalidLossError(
+                f"losses must be a (K,) tensor of task losses, got shape {tuple(losses.shape)}"
+            )
         k = losses.shape[0]
         if self.num_tasks is None:
             if k == 0:
@@ -135,11 +149,15 @@ class Balancer:
             retain_graph: keep the autograd graph after this call.
         """
         if (shared is None) == (features is None):
-            raise ValueError("pass exactly one of shared= (parameters) or features= (representation)")
+            raise ValueError(
+                "pass exactly one of shared= (parameters) or features= (representation)"
+            )
         losses = self._loss_vector(losses)
         if features is not None:
             if not isinstance(features, Tensor) or not features.requires_grad:
-                raise ValueError("features must be a tensor that requires grad (the shared representation)")
+                raise ValueError(
+                    "features must be a tensor that requires grad (the shared representation)"
+                )
             inputs = [features]
         else:
             inputs = self._param_list(shared, "shared")
@@ -150,7 +168,9 @@ class Balancer:
         transformed = self.transform(losses)
         lam = self.weighting.weights(losses.detach()).detach().to(transformed.dtype)
         if lam.shape != losses.shape:
-            raise RuntimeError(f"{self.weighting!r} returned weights of shape {tuple(lam.shape)}, expected {tuple(losses.shape)}")
+            raise RuntimeError(
+                f"{self.weighting!r} returned weights of shape {tuple(lam.shape)}, expected {tuple(losses.shape)}"
+            )
         objectives = lam * transformed
         scale = 1.0
         if scaler is not None:
@@ -161,7 +181,9 @@ class Balancer:
         if scale != 1.0:
             jac = jac / scale
         if scaler is not None and not bool(torch.isfinite(jac).all()):
-            direction = torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
+            direction = torch.full(
+                (jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device
+            )
         else:
             direction = self.aggregator(jac)
         if scale != 1.0:
@@ -169,12 +191,18 @@ class Balancer:
 
         if heads:
             head_grads = torch.autograd.grad(
-                objectives.sum(), heads, retain_graph=True, allow_unused=True, materialize_grads=True
+                objectives.sum(),
+                heads,
+                retain_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
             )
             for p, g in zip(heads, head_grads):
                 _accumulate(p, g)
         if features is not None:
-            features.backward(direction.view_as(features).to(features.dtype), retain_graph=retain_graph)
+            features.backward(
+                direction.view_as(features).to(features.dtype), retain_graph=retain_graph
+            )
         else:
             offset = 0
             for p in inputs:
@@ -191,7 +219,10 @@ class Balancer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: the methods' states and K."""
-        state: dict[str, Any] = {"num_tasks": self.num_tasks, "weighting": self.weighting.state_dict()}
+        state: dict[str, Any] = {
+            "num_tasks": self.num_tasks,
+            "weighting": self.weighting.state_dict(),
+        }
         agg_state = getattr(self.aggregator, "state_dict", None)
         state["aggregator"] = agg_state() if callable(agg_state) else {}
         return state

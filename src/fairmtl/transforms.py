@@ -85,7 +85,9 @@ class AlphaFairLoss(LossTransform):
         super().__init__(offset)
         a = float(a)
         if not (a < 1.0) or math.isnan(a):
-            raise ValueError(f"AlphaFairLoss needs a < 1 (a -> 1 is the log transform), got a={a!r}")
+            raise ValueError(
+                f"AlphaFairLoss needs a < 1 (a -> 1 is the log transform), got a={a!r}"
+            )
         self.a = a
         self.requires_positive = a != 0.0
 

@@ -13,21 +13,30 @@ from fairmtl.solvers import min_norm_simplex
 def test_two_tasks_closed_form() -> None:
     g = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
     # min ||u g1 + (1-u) g2||^2 = u^2 + 4 (1-u)^2 -> u = 4/5
-    torch.testing.assert_close(fairmtl.MGDA().weights(g @ g.T), torch.tensor([0.8, 0.2], dtype=torch.float64))
+    torch.testing.assert_close(
+        fairmtl.MGDA().weights(g @ g.T), torch.tensor([0.8, 0.2], dtype=torch.float64)
+    )
 
 
 @pytest.mark.parametrize("k", [2, 3, 10, 40])
 def test_no_task_is_hurt_and_matches_slsqp(k: int) -> None:
     optimize = pytest.importorskip("scipy.optimize")
     gen = torch.Generator().manual_seed(k)
-    g = torch.randn(k, 3 * k, dtype=torch.float64, generator=gen) * torch.logspace(-2, 2, k, dtype=torch.float64)[:, None]
+    g = (
+        torch.randn(k, 3 * k, dtype=torch.float64, generator=gen)
+        * torch.logspace(-2, 2, k, dtype=torch.float64)[:, None]
+    )
     d = fairmtl.MGDA()(g)
     # Guarantee (Desideri 2012): g_i . d >= ||d||^2 for every task.
     assert (g @ d >= d @ d * (1 - 1e-9) - 1e-12).all()
     a = (g @ g.T).numpy()
     res = optimize.minimize(
-        lambda u: u @ a @ u, np.ones(k) / k, jac=lambda u: 2 * a @ u, method="SLSQP",
-        bounds=[(0, 1)] * k, constraints=[{"type": "eq", "fun": lambda u: u.sum() - 1}],
+        lambda u: u @ a @ u,
+        np.ones(k) / k,
+        jac=lambda u: 2 * a @ u,
+        method="SLSQP",
+        bounds=[(0, 1)] * k,
+        constraints=[{"type": "eq", "fun": lambda u: u.sum() - 1}],
         options={"ftol": 1e-15, "maxiter": 1000},
     )
     assert float(d @ d) <= res.fun * (1 + 1e-7) + 1e-15

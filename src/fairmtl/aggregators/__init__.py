@@ -7,4 +7,13 @@ from fairmtl.aggregators.mgda import MGDA
 from fairmtl.aggregators.nash_mtl import NashMTL
 from fairmtl.aggregators.sum import Sum
 
-__all__ = ["MGDA", "Aggregator", "FairGrad", "GramianWeighting", "Mean", "NashMTL", "Sum", "check_jacobian"]
+__all__ = [
+    "MGDA",
+    "Aggregator",
+    "FairGrad",
+    "GramianWeighting",
+    "Mean",
+    "NashMTL",
+    "Sum",
+    "check_jacobian",
+]

@@ -17,7 +17,9 @@ def check_jacobian(jacobian: Tensor) -> Tensor:
     if not isinstance(jacobian, Tensor):
         raise TypeError(f"jacobian must be a torch.Tensor, got {type(jacobian).__name__}")
     if jacobian.ndim != 2 or jacobian.shape[0] == 0 or jacobian.shape[1] == 0:
-        raise ValueError(f"jacobian must be a non-empty (K, m) matrix, got shape {tuple(jacobian.shape)}")
+        raise ValueError(
+            f"jacobian must be a non-empty (K, m) matrix, got shape {tuple(jacobian.shape)}"
+        )
     if not jacobian.dtype.is_floating_point:
         raise TypeError(f"jacobian must be floating point, got {jacobian.dtype}")
     finite = torch.isfinite(jacobian).all(dim=1)
@@ -85,7 +87,11 @@ class GramianWeighting(Aggregator):
         self.last_info = info
         if info.regularized and not self._warned:
             self._warned = True
-            what = "zero" if info.zero_gram else f"singular (ridge {info.regularization:.0e} x diag(A))"
+            what = (
+                "zero"
+                if info.zero_gram
+                else f"singular (ridge {info.regularization:.0e} x diag(A))"
+            )
             warnings.warn(
                 f"{type(self).__name__}: the Gram matrix of the task gradients is {what}, "
                 "i.e. the point is (numerically) Pareto stationary; the weights were regularised. "

@@ -42,7 +42,11 @@ class FairGrad(GramianWeighting):
 
     def gram_weights(self, gram: Tensor) -> Tensor:
         init = None
-        if self.warm_start and self._previous is not None and self._previous.shape[0] == gram.shape[0]:
+        if (
+            self.warm_start
+            and self._previous is not None
+            and self._previous.shape[0] == gram.shape[0]
+        ):
             init = self._previous
         sol = solve_alpha_fair(gram, self.alpha, init=init)
         self._record(sol.info)

@@ -388,19 +388,37 @@ def build_parser(prog: str = "fairmtl toy") -> argparse.ArgumentParser:
         prog=prog,
         description="Two-task toy benchmark of FairGrad's Figure 1 (Nash-MTL's toy problem).",
     )
-    parser.add_argument("--out", type=Path, default=Path("results/toy"),
-                        help="output folder (default: results/toy)")
-    parser.add_argument("--max-iter", type=int, default=35_000,
-                        help="maximum Adam steps per run (default: 35000)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/toy"), help="output folder (default: results/toy)"
+    )
+    parser.add_argument(
+        "--max-iter", type=int, default=35_000, help="maximum Adam steps per run (default: 35000)"
+    )
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--stop-tol", type=float, default=1e-4,
-                        help="stop once Pareto-stationarity < this (0 disables; default 1e-4)")
-    parser.add_argument("--methods", nargs="+", type=_method_label, choices=list(METHODS),
-                        default=list(METHODS), metavar="METHOD",
-                        help=f"method labels (default: all): {', '.join(METHODS)}")
-    parser.add_argument("--starts", nargs="+", type=int, choices=range(len(STARTS)),
-                        default=list(range(len(STARTS))), metavar="I",
-                        help=f"indices of the starts (default: all): {start_list}")
+    parser.add_argument(
+        "--stop-tol",
+        type=float,
+        default=1e-4,
+        help="stop once Pareto-stationarity < this (0 disables; default 1e-4)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        type=_method_label,
+        choices=list(METHODS),
+        default=list(METHODS),
+        metavar="METHOD",
+        help=f"method labels (default: all): {', '.join(METHODS)}",
+    )
+    parser.add_argument(
+        "--starts",
+        nargs="+",
+        type=int,
+        choices=range(len(STARTS)),
+        default=list(range(len(STARTS))),
+        metavar="I",
+        help=f"indices of the starts (default: all): {start_list}",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return parser
@@ -416,8 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     methods = {lab: METHODS[lab] for lab in dict.fromkeys(args.methods)}
     starts = [STARTS[i] for i in dict.fromkeys(args.starts)]
     tic = time.perf_counter()
-    runs = run_all(methods, starts, max_iter=args.max_iter, lr=args.lr,
-                   stop_tol=args.stop_tol, progress=not args.quiet)
+    runs = run_all(
+        methods,
+        starts,
+        max_iter=args.max_iter,
+        lr=args.lr,
+        stop_tol=args.stop_tol,
+        progress=not args.quiet,
+    )
     wall = time.perf_counter() - tic
     table = format_table(runs)
     args.out.mkdir(parents=True, exist_ok=True)

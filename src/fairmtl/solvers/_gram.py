@@ -37,7 +37,9 @@ def check_gram(gram: Tensor, *, name: str = "gram") -> Tensor:
     if not isinstance(gram, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(gram).__name__}")
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty square (K, K) matrix, got shape {tuple(gram.shape)}")
+        raise ValueError(
+            f"{name} must be a non-empty square (K, K) matrix, got shape {tuple(gram.shape)}"
+        )
     if not gram.dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating-point tensor, got {gram.dtype}")
     a = gram.detach().to(torch.float64)

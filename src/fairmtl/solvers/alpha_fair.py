@@ -108,7 +108,8 @@ def _newton(
     b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
     n = _N_STEPS
     steps = torch.pow(
-        torch.full((n,), _BACKTRACK, dtype=v.dtype, device=v.device), torch.arange(n, dtype=v.dtype, device=v.device)
+        torch.full((n,), _BACKTRACK, dtype=v.dtype, device=v.device),
+        torch.arange(n, dtype=v.dtype, device=v.device),
     )
     armijo = (2.0 * _ARMIJO) * steps
     last = torch.zeros(n, dtype=torch.bool, device=v.device)
@@ -159,7 +160,10 @@ def _newton(
             continue
         vp = v.pow(inv)
         cbe = ((a_hat @ v - b * vp).abs() / (a_hat.abs() @ v + b * vp)).max()
-        if bool(cbe <= tol) or normwise_residual_error(a1, dscale * v, (dscale * v).pow(inv)) <= tol:
+        if (
+            bool(cbe <= tol)
+            or normwise_residual_error(a1, dscale * v, (dscale * v).pow(inv)) <= tol
+        ):
             return v, it, True
     return v, it, False
 
@@ -309,7 +313,12 @@ def _max_min_fair(a: Tensor) -> AlphaFairSolution:
         w = torch.full((k,), 1.0 / float(rho * scale), dtype=a.dtype, device=a.device)
         w[keep] = sub.weights
         info = sub.info
-        return AlphaFairSolution(w, SolverInfo(info.iterations, info.backward_error, max(rho, info.regularization), info.converged))
+        return AlphaFairSolution(
+            w,
+            SolverInfo(
+                info.iterations, info.backward_error, max(rho, info.regularization), info.converged
+            ),
+        )
     sol = min_norm_simplex(a)
     rho = 0.0
     # Pareto stationary to within the interior-point method's accuracy: regularise.

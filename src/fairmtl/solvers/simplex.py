@@ -34,6 +34,27 @@ def _max_step(x: Tensor, dx: Tensor) -> Tensor:
     return torch.clamp(_STEP_TO_BOUNDARY * ratio.min(), max=1.0)
 
 
+@dataclass(frozen=True)
+class _NewtonSystem:
+    """The interior-point Newton system at one iterate, factorised once for both solves."""
+
+    lu: tuple[Tensor, Tensor]
+    r_d: Tensor
+    r_p: Tensor
+    u: Tensor
+    z: Tensor
+    ones: Tensor
+
+    def direction(self, r_c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(du, dy, dz) for the complementarity residual ``r_c``."""
+        rhs = torch.stack([-self.r_d - r_c / self.u, self.ones], dim=1)
+        x = torch.linalg.lu_solve(self.lu[0], self.lu[1], rhs)
+        dy = (-self.r_p - x[:, 0].sum()) / x[:, 1].sum()
+        du = x[:, 0] + dy * x[:, 1]
+        dz = (-r_c - self.z * du) / self.u
+        return du, dy, dz
+
+
 def min_norm_simplex(
     gram: Tensor, *, tol: float = 1e-13, max_iter: int = 100, check_every: int = 4
 ) -> SimplexSolution:
@@ -54,11 +75,15 @@ def min_norm_simplex(
     k = a.shape[0]
     ones = torch.ones(k, dtype=a.dtype, device=a.device)
     if k == 1:
-        return SimplexSolution(ones, a[0, 0].clone(), SolverInfo(0, 0.0, 0.0, True, bool(a[0, 0] == 0)))
+        return SimplexSolution(
+            ones, a[0, 0].clone(), SolverInfo(0, 0.0, 0.0, True, bool(a[0, 0] == 0))
+        )
     scale = a.diagonal().max()
     if bool(scale <= 0):
         u = ones / k
-        return SimplexSolution(u, torch.zeros((), dtype=a.dtype, device=a.device), SolverInfo(0, 0.0, 0.0, True, True))
+        return SimplexSolution(
+            u, torch.zeros((), dtype=a.dtype, device=a.device), SolverInfo(0, 0.0, 0.0, True, True)
+        )
     if k == 2:
         return _two_tasks(a)
     q = a / scale
@@ -78,20 +103,12 @@ def min_norm_simplex(
             r_p = u.sum() - 1.0
             mu = (u @ z) / k
             lu = torch.linalg.lu_factor(q + torch.diag(z / u) + jitter)
-
-            def direction(r_c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-                rhs = torch.stack([-r_d - r_c / u, ones], dim=1)
-                x = torch.linalg.lu_solve(lu[0], lu[1], rhs)
-                dy = (-r_p - x[:, 0].sum()) / x[:, 1].sum()
-                du = x[:, 0] + dy * x[:, 1]
-                dz = (-r_c - z * du) / u
-                return du, dy, dz
-
-            du, _, dz = direction(u * z)
+            step = _NewtonSystem(lu, r_d, r_p, u, z, ones)
+            du, _, dz = step.direction(u * z)
             ap, ad = _max_step(u, du), _max_step(z, dz)
             mu_aff = ((u + ap * du) @ (z + ad * dz)) / k
             sigma = (mu_aff / mu).clamp(0.0, 1.0) ** 3
-            du, dy, dz = direction(u * z + du * dz - sigma * mu)
+            du, dy, dz = step.direction(u * z + du * dz - sigma * mu)
             ap, ad = _max_step(u, du), _max_step(z, dz)
             u = u + ap * du
             y = y + ad * dy
