@@ -278,3 +278,14 @@ def test_list_of_scalar_losses_and_state_dict() -> None:
     assert torch.equal(
         restored.aggregator.state_dict()["previous"], balancer.aggregator.state_dict()["previous"]
     )
+
+
+def test_methods_of_the_wrong_kind_are_rejected_at_construction() -> None:
+    with pytest.raises(TypeError, match="aggregator must be a Aggregator"):
+        fairmtl.Balancer(aggregator=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="weighting must be a Weighting"):
+        fairmtl.Balancer(weighting="fairgrad")
+    with pytest.raises(TypeError, match="transform must be a LossTransform"):
+        fairmtl.Balancer(transform="mgda")
+    with pytest.raises(KeyError, match="unknown method"):
+        fairmtl.Balancer(aggregator="fairgard")

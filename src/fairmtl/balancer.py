@@ -4,7 +4,7 @@ aggregator -> ``.grad`` (IGB, Algorithm 3; FairGrad, section 6)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -13,7 +13,7 @@ from fairmtl._registry import make
 from fairmtl.aggregators.base import Aggregator
 from fairmtl.errors import InvalidLossError
 from fairmtl.jacobian import JacobianMethod, jacobian
-from fairmtl.transforms import LossTransform, as_transform
+from fairmtl.transforms import Identity, LossTransform
 from fairmtl.weighting.base import Weighting
 from fairmtl.weighting.ls import LS
 
@@ -58,21 +58,11 @@ class Balancer:
         jacobian_method: JacobianMethod = "batched",
         check_losses: bool = True,
     ) -> None:
-        self.aggregator: Aggregator = (
-            make(aggregator) if isinstance(aggregator, str) else aggregator
+        self.aggregator = _resolve(aggregator, Aggregator, "aggregator")
+        self.weighting = _resolve(LS() if weighting is None else weighting, Weighting, "weighting")
+        self.transform = _resolve(
+            Identity() if transform is None else transform, LossTransform, "transform"
         )
-        if not isinstance(self.aggregator, Aggregator):
-            raise TypeError(f"aggregator must be an Aggregator or a name, got {aggregator!r}")
-        self.weighting: Weighting = (
-            LS()
-            if weighting is None
-            else make(weighting)
-            if isinstance(weighting, str)
-            else weighting
-        )
-        if not isinstance(self.weighting, Weighting):
-            raise TypeError(f"weighting must be a Weighting, a name or None, got {weighting!r}")
-        self.transform = as_transform(transform)
         if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
             raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
         self.num_tasks = num_tasks
@@ -236,6 +226,17 @@ class Balancer:
 
     def __repr__(self) -> str:
         return f"Balancer(aggregator={self.aggregator!r}, weighting={self.weighting!r}, transform={self.transform!r})"
+
+
+_T = TypeVar("_T")
+
+
+def _resolve(spec: object, base: type[_T], what: str) -> _T:
+    """A method object from itself or its registered name, checked to be a ``base``."""
+    obj = make(spec) if isinstance(spec, str) else spec
+    if not isinstance(obj, base):
+        raise TypeError(f"{what} must be a {base.__name__} or a registered name, got {spec!r}")
+    return obj
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:

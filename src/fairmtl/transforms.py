@@ -98,16 +98,3 @@ class AlphaFairLoss(LossTransform):
 
     def __repr__(self) -> str:
         return f"AlphaFairLoss(a={self.a}{'' if not self.offset else f', offset={self.offset}'})"
-
-
-def as_transform(transform: LossTransform | str | None) -> LossTransform:
-    """Accept a transform object, a registered name, or None (identity)."""
-    if transform is None:
-        return Identity()
-    if isinstance(transform, str):
-        from fairmtl._registry import make
-
-        transform = make(transform)
-    if not isinstance(transform, LossTransform):
-        raise TypeError(f"transform must be a LossTransform, a name or None, got {transform!r}")
-    return transform
