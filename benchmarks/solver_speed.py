@@ -81,15 +81,21 @@ def scipy_repeats(k: int, cap: int) -> int:
     return max(1, min(cap, 20 if k <= 40 else 5))
 
 
-def random_grams(k: int, n: int, dim: int, rng: np.random.Generator) -> list[np.ndarray]:
+def random_grams(
+    k: int, n: int, dim: int, rng: np.random.Generator, correlation: float = 0.0
+) -> list[np.ndarray]:
     """``n`` Gram matrices ``G G^T`` of random (k, dim) Jacobians with log-uniform row scales.
 
-    Each row of ``G`` is standard normal times a factor ``10^u``, ``u ~ U[-1, 1]``.
+    Each row of ``G`` is ``sqrt(1 - c) z_i + sqrt(c) z_0`` (standard normal ``z``, one ``z_0``
+    shared by all tasks, so pairwise cosines are about ``c = correlation``) times a factor
+    ``10^u``, ``u ~ U[-1, 1]``.
     """
     grams = []
     for _ in range(n):
         scales = 10.0 ** rng.uniform(-1.0, 1.0, size=k)
-        g = rng.standard_normal((k, dim)) * scales[:, None]
+        shared = rng.standard_normal((1, dim))
+        g = np.sqrt(1.0 - correlation) * rng.standard_normal((k, dim)) + np.sqrt(correlation) * shared
+        g = g * scales[:, None]
         a = g @ g.T
         grams.append(0.5 * (a + a.T))
     return grams
@@ -146,12 +152,19 @@ def _no_sync() -> None:
 
 
 def bench_k(
-    k: int, alpha: float, repeats: int, warmup: int, dim: int, seed: int, use_cuda: bool
+    k: int,
+    alpha: float,
+    repeats: int,
+    warmup: int,
+    dim: int,
+    seed: int,
+    use_cuda: bool,
+    correlation: float = 0.0,
 ) -> Row:
     """Benchmark both solvers at K = ``k`` on the same seeded random Gram matrices."""
     n_scipy = scipy_repeats(k, repeats)
     rng = np.random.default_rng([seed, k])
-    grams = random_grams(k, warmup + max(repeats, n_scipy), dim, rng)
+    grams = random_grams(k, warmup + max(repeats, n_scipy), dim, rng, correlation)
     cpu = [torch.from_numpy(a) for a in grams]
 
     def fair_cpu(i: int) -> object:
@@ -281,6 +294,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per solver and K")
     p.add_argument("--dim", type=int, default=512, help="gradient dimension m of G (K x m)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--correlation",
+        type=float,
+        default=0.0,
+        help="pairwise cosine of the task gradients, in [0, 1) (default 0: nearly orthogonal)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads")
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA timings")
     p.add_argument("--out", default=None, help="also write the Markdown report to this file")
@@ -290,6 +309,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--ks, --repeats, --dim and --threads must be positive, --warmup non-negative")
     if not args.alpha > 0:
         p.error("--alpha must be positive")
+    if not 0.0 <= args.correlation < 1.0:
+        p.error("--correlation must be in [0, 1)")
     return args
 
 
@@ -305,7 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for k in args.ks:
         rows.append(
-            bench_k(k, args.alpha, args.repeats, args.warmup, args.dim, args.seed, use_cuda)
+            bench_k(
+                k,
+                args.alpha,
+                args.repeats,
+                args.warmup,
+                args.dim,
+                args.seed,
+                use_cuda,
+                args.correlation,
+            )
         )
         print(f"K = {k} done ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     table = format_table(rows)
