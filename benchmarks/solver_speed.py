@@ -93,11 +93,10 @@ def random_grams(
     grams = []
     for _ in range(n):
         scales = 10.0 ** rng.uniform(-1.0, 1.0, size=k)
-        shared = rng.standard_normal((1, dim))
-        g = (
-            np.sqrt(1.0 - correlation) * rng.standard_normal((k, dim))
-            + np.sqrt(correlation) * shared
-        )
+        g = rng.standard_normal((k, dim))
+        if correlation > 0:
+            shared = rng.standard_normal((1, dim))
+            g = np.sqrt(1.0 - correlation) * g + np.sqrt(correlation) * shared
         g = g * scales[:, None]
         a = g @ g.T
         grams.append(0.5 * (a + a.T))

@@ -75,9 +75,9 @@ def _potential2(v: Tensor, a_hat: Tensor, b2: Tensor, alpha: float) -> tuple[Ten
 
     ``b2`` is ``2 b`` at alpha = 1 and ``2 b / (1 - 1/alpha)`` otherwise.
     """
-    quad = ((v @ a_hat) * v).sum(-1)
-    phi = torch.log(v) if alpha == 1.0 else v.pow(1.0 - 1.0 / alpha)
-    return quad, phi @ b2
+    quad = torch.matmul(v, a_hat).mul_(v).sum(-1)
+    phi = torch.log(v) if alpha == 1.0 else torch.pow(v, 1.0 - 1.0 / alpha)
+    return quad, torch.matmul(phi, b2)
 
 
 def _newton(
@@ -103,6 +103,8 @@ def _newton(
     (A task whose weight underflows, e.g. a huge gradient next to a tiny one at large
     alpha, can only meet the normwise test.)
     """
+    # Written with torch functions rather than operators (``@``, ``float / tensor`` go
+    # through Python wrappers): on tiny tensors the dispatch cost is the running time.
     inv = -1.0 / alpha
     c = b / alpha
     b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
@@ -111,6 +113,7 @@ def _newton(
         torch.full((n,), _BACKTRACK, dtype=v.dtype, device=v.device),
         torch.arange(n, dtype=v.dtype, device=v.device),
     )
+    steps_col = steps.unsqueeze(1)
     armijo = (2.0 * _ARMIJO) * steps
     last = torch.zeros(n, dtype=torch.bool, device=v.device)
     last[-1] = True
@@ -120,35 +123,38 @@ def _newton(
     two_f = quad - phis
     it = 0
     last_good = v
+    rel_step = v.new_zeros(())
     while it < max_iter:
-        rel_step = v.new_zeros(())
         for _ in range(check_every):
             it += 1
-            vp = v.pow(inv)
-            grad = torch.addcmul(a_hat @ v, b, vp, value=-1.0)
+            vp = torch.pow(v, inv)
+            grad = torch.addcmul(torch.mv(a_hat, v), b, vp, value=-1.0)
             # Hessian A' + diag(c v^(-1/alpha - 1)), Jacobi-scaled for the LU solve (Cholesky
             # breaks down on the rounding-level negative eigenvalues of a singular A').
-            hd = c * vp / v
-            sc = (a_diag + hd).rsqrt()
-            h = (a_hat + torch.diag(hd)) * torch.outer(sc, sc)
-            delta = torch.linalg.solve(h, grad * -sc) * sc
+            hd = torch.mul(c, vp).div_(v)
+            sc = torch.add(a_diag, hd).rsqrt_()
+            h = torch.diag_embed(hd).add_(a_hat).mul_(torch.outer(sc, sc))
+            delta = torch.linalg.solve_ex(h, torch.mul(grad, sc).neg_())[0].mul_(sc)
             # Fraction to the boundary per component: a weight may shrink at most by a
             # factor 1 / (1 - tau) per step, so one weight heading to zero (an inactive task
             # at large alpha) cannot throttle the others. If clipping spoils descent, fall
             # back to the whole Newton step shortened to the boundary.
-            clipped = torch.maximum(delta, v * -_TAU)
-            slope = grad @ clipped
-            shrink = (delta.neg() / v).max().clamp_min(_TAU)
-            delta = torch.where(slope < 0, clipped, delta * (_TAU / shrink))
-            slope = grad @ delta
-            cand = torch.addcmul(v, steps.unsqueeze(1), delta)
+            clipped = torch.maximum(delta, torch.mul(v, -_TAU))
+            shrink = torch.div(delta, v).min().neg_().clamp_min_(_TAU)
+            delta = torch.where(
+                torch.dot(grad, clipped) < 0, clipped, delta.mul_(shrink.reciprocal_().mul_(_TAU))
+            )
+            slope = torch.dot(grad, delta)
+            cand = torch.addcmul(v, steps_col, delta)
             quad_c, phis_c = _potential2(cand, a_hat, b2, alpha)
             # Rounding in 2f is relative to v^T |A'| v (not to the possibly cancelled v^T A' v).
-            slack = _SLACK * (v @ (abs_a @ v) + phis.abs())
-            ok = (quad_c - phis_c) <= torch.addcmul(two_f + slack, armijo, slope)
-            first = (ok | last).to(torch.uint8).argmax()
+            slack = torch.dot(v, torch.mv(abs_a, v)).add_(phis.abs()).mul_(_SLACK)
+            ok = torch.le(quad_c - phis_c, torch.addcmul(two_f + slack, armijo, slope))
+            first = torch.logical_or(ok, last).to(torch.uint8).argmax()
             v_new = cand[first]
-            rel_step = (v_new - v).abs().div(v).max() + first  # > 1 unless a full step
+            if it % check_every == 0:
+                # > 1 unless a full step was taken
+                rel_step = torch.sub(v_new, v).abs_().div_(v).max().add_(first)
             v, quad, phis = v_new, quad_c[first], phis_c[first]
             two_f = quad - phis
         if bool(rel_step <= 1e-9):
