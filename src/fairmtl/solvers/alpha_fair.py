@@ -43,6 +43,7 @@ _TAU = 0.995  # fraction to the boundary
 _CONTINUATION_FROM = 8.0
 _CONTINUATION_RATIO = 2.0
 _STAGE_TOL = 1e-6
+_FULL_STEP_TOL = 1e-7  # a full Newton step this small (relative) leaves an error ~1e-14
 _IPM_STATIONARY = 1e-12
 _STATIONARY = 1e-15  # u^T A u / max diag(A) below this: numerically Pareto stationary
 _SLACK = 1e-13
@@ -157,7 +158,7 @@ def _newton(
                 rel_step = torch.sub(v_new, v).abs_().div_(v).max().add_(first)
             v, quad, phis = v_new, quad_c[first], phis_c[first]
             two_f = quad - phis
-        if bool(rel_step <= 1e-9):
+        if bool(rel_step <= _FULL_STEP_TOL):
             return v, it, True
         if not bool(torch.isfinite(v).all() & (v > 0).all()):
             return last_good, it, False
