@@ -98,7 +98,7 @@ def _newton(
     data-dependent branch: the backtracking candidates 1, 1/4, ..., 4^-19 are evaluated
     together and the first that satisfies Armijo's condition is selected on the device.
     Every ``check_every`` iterations one host round trip tests convergence: a full step
-    of relative size below 1e-9 (quadratic convergence makes the next iterate exact to
+    of relative size below 1e-7 (quadratic convergence makes the next iterate exact to
     rounding), or a componentwise backward error of the scaled system, or the normwise
     one of the unscaled system ``a1 w = w^(-1/alpha)`` (``w = dscale * v``), below ``tol``.
     (A task whose weight underflows, e.g. a huge gradient next to a tiny one at large
