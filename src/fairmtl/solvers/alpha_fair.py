@@ -81,6 +81,115 @@ def _potential2(v: Tensor, a_hat: Tensor, b2: Tensor, alpha: float) -> tuple[Ten
     return quad, torch.matmul(phi, b2)
 
 
+@dataclass(frozen=True)
+class _Scaled:
+    """The scaled problem ``A' v = b * v^(-1/alpha)`` and constants used at every iteration."""
+
+    a_hat: Tensor
+    abs_a: Tensor
+    a_diag: Tensor
+    b: Tensor
+    c: Tensor  # b / alpha
+    b2: Tensor  # see _potential2
+    alpha: float
+    inv: float  # -1 / alpha
+
+    @staticmethod
+    def of(a_hat: Tensor, b: Tensor, alpha: float) -> _Scaled:
+        b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
+        return _Scaled(a_hat, a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha)
+
+    def potential2(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        return _potential2(v, self.a_hat, self.b2, self.alpha)
+
+    def direction(self, v: Tensor, host_checks: bool) -> tuple[Tensor, Tensor]:
+        """Gradient of the potential and the Newton direction, per-component limited.
+
+        The Hessian ``A' + diag(c v^(-1/alpha - 1))`` is positive definite. With
+        ``host_checks`` (CPU, where reading a flag costs nothing) it is factorised by
+        Cholesky, which is accurate whatever the diagonal scaling, falling back to a
+        Jacobi-scaled LU if Cholesky breaks down on the rounding-level negative eigenvalues
+        of a singular ``A'``; without (accelerators), the LU is always used, with no sync.
+        Fraction to the boundary per component: a weight may shrink at most by a factor
+        1 / (1 - tau) per step, so one weight heading to zero (an inactive task at large
+        alpha) cannot throttle the others. If clipping spoils descent, the whole Newton
+        step is shortened to the boundary instead.
+        """
+        vp = torch.pow(v, self.inv)
+        grad = torch.addcmul(torch.mv(self.a_hat, v), self.b, vp, value=-1.0)
+        hd = torch.mul(self.c, vp).div_(v)
+        h = torch.diag_embed(hd).add_(self.a_hat)
+        delta = None
+        if host_checks:
+            chol, info = torch.linalg.cholesky_ex(h)
+            if int(info) == 0:
+                delta = torch.cholesky_solve(grad.neg().unsqueeze(1), chol).squeeze(1)
+        if delta is None:
+            sc = torch.add(self.a_diag, hd).rsqrt_()
+            h.mul_(torch.outer(sc, sc))
+            delta = torch.linalg.solve_ex(h, torch.mul(grad, sc).neg_())[0].mul_(sc)
+        ratio_min = torch.div(delta, v).min()
+        if host_checks and float(ratio_min) >= -_TAU:
+            return grad, delta  # no weight shrinks too fast: nothing to limit
+        clipped = torch.maximum(delta, torch.mul(v, -_TAU))
+        shrink = ratio_min.neg().clamp_min_(_TAU)
+        delta = torch.where(
+            torch.dot(grad, clipped) < 0, clipped, delta.mul_(shrink.reciprocal_().mul_(_TAU))
+        )
+        return grad, delta
+
+    def slack(self, v: Tensor, phis: Tensor) -> Tensor:
+        """Rounding allowance on 2f: relative to v^T |A'| v, not to the cancelled v^T A' v."""
+        return torch.dot(v, torch.mv(self.abs_a, v)).add_(phis.abs()).mul_(_SLACK)
+
+
+def _line_search_batched(
+    p: _Scaled, v: Tensor, grad: Tensor, delta: Tensor, quad: Tensor, phis: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Armijo backtracking with every candidate step 1, 1/4, ..., 4^-19 evaluated at once and
+    the first acceptable one selected on the device: no host round trip (accelerators).
+    Returns (v, quad, phis, relative step size + index of the step taken)."""
+    n = _N_STEPS
+    steps = torch.pow(
+        torch.full((n,), _BACKTRACK, dtype=v.dtype, device=v.device),
+        torch.arange(n, dtype=v.dtype, device=v.device),
+    )
+    cand = torch.addcmul(v, steps.unsqueeze(1), delta)
+    quad_c, phis_c = p.potential2(cand)
+    bound = torch.addcmul(
+        quad - phis + p.slack(v, phis), steps, torch.dot(grad, delta), value=2 * _ARMIJO
+    )
+    ok = torch.le(quad_c - phis_c, bound)
+    ok[-1] = True
+    first = ok.to(torch.uint8).argmax()
+    v_new = cand[first]
+    rel = torch.sub(v_new, v).abs_().div_(v).max().add_(first)
+    return v_new, quad_c[first], phis_c[first], rel
+
+
+def _line_search_sequential(
+    p: _Scaled, v: Tensor, grad: Tensor, delta: Tensor, quad: Tensor, phis: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The same Armijo backtracking, one candidate at a time, stopping at the first acceptable
+    step (usually the full one): on the CPU a host test costs nothing and this does fewer,
+    smaller operations. Same results as :func:`_line_search_batched`."""
+    f0 = float(quad - phis)
+    slope = 2 * _ARMIJO * float(torch.dot(grad, delta))
+    slack = None  # needed only near convergence, where the decrease drowns in rounding
+    t = 1.0
+    for j in range(_N_STEPS):
+        v_new = torch.add(v, delta, alpha=t)
+        quad_n, phis_n = p.potential2(v_new)
+        f_new = float(quad_n - phis_n)
+        if f_new > f0 + t * slope and slack is None:
+            slack = float(p.slack(v, phis))
+        if j == _N_STEPS - 1 or f_new <= f0 + t * slope + (slack or 0.0):
+            break
+        t *= _BACKTRACK
+    rel = torch.div(delta, v).abs_().max().mul_(t).add_(j)
+    return v_new, quad_n, phis_n, rel
+
+
 def _newton(
     a_hat: Tensor,
     b: Tensor,
@@ -94,82 +203,44 @@ def _newton(
 ) -> tuple[Tensor, int, bool]:
     """Damped Newton on the scaled potential; returns (v, iterations, converged).
 
-    An iteration is about 40 small tensor operations and one Cholesky solve, with no
-    data-dependent branch: the backtracking candidates 1, 1/4, ..., 4^-19 are evaluated
-    together and the first that satisfies Armijo's condition is selected on the device.
-    Every ``check_every`` iterations one host round trip tests convergence: a full step
-    of relative size below 1e-7 (quadratic convergence makes the next iterate exact to
-    rounding), or a componentwise backward error of the scaled system, or the normwise
-    one of the unscaled system ``a1 w = w^(-1/alpha)`` (``w = dscale * v``), below ``tol``.
-    (A task whose weight underflows, e.g. a huge gradient next to a tiny one at large
-    alpha, can only meet the normwise test.)
+    An iteration is one Newton direction (:meth:`_Scaled.direction`) and an Armijo
+    backtracking on the potential: sequential, with host-side decisions, when
+    ``check_every`` is 1 (the CPU default); batched, with no data-dependent branch and no
+    host round trip, otherwise (the accelerator default). Every ``check_every`` iterations one host round trip tests
+    convergence: a full step of relative size below 1e-7 (quadratic convergence makes the
+    next iterate exact to rounding), or, every 4 iterations, a componentwise backward
+    error of the scaled system or the normwise one of the unscaled system
+    ``a1 w = w^(-1/alpha)`` (``w = dscale * v``) below ``tol``. (A task whose weight
+    underflows, e.g. a huge gradient next to a tiny one at large alpha, can only meet the
+    normwise test.)
     """
-    # Written with torch functions rather than operators (``@``, ``float / tensor`` go
-    # through Python wrappers): on tiny tensors the dispatch cost is the running time.
-    inv = -1.0 / alpha
-    c = b / alpha
-    b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
-    n = _N_STEPS
-    steps = torch.pow(
-        torch.full((n,), _BACKTRACK, dtype=v.dtype, device=v.device),
-        torch.arange(n, dtype=v.dtype, device=v.device),
-    )
-    steps_col = steps.unsqueeze(1)
-    armijo = (2.0 * _ARMIJO) * steps
-    last = torch.zeros(n, dtype=torch.bool, device=v.device)
-    last[-1] = True
-    a_diag = a_hat.diagonal()
-    abs_a = a_hat.abs()
-    quad, phis = _potential2(v, a_hat, b2, alpha)
-    two_f = quad - phis
+    p = _Scaled.of(a_hat, b, alpha)
+    # Testing every iteration means a host round trip per iteration anyway (the default on
+    # CPU, where it costs nothing): then decide on the host too. Otherwise stay sync-free.
+    host = check_every == 1
+    search = _line_search_sequential if host else _line_search_batched
+    quad, phis = p.potential2(v)
     it = 0
     last_good = v
     rel_step = v.new_zeros(())
     while it < max_iter:
         for _ in range(check_every):
             it += 1
-            vp = torch.pow(v, inv)
-            grad = torch.addcmul(torch.mv(a_hat, v), b, vp, value=-1.0)
-            # Hessian A' + diag(c v^(-1/alpha - 1)), Jacobi-scaled for the LU solve (Cholesky
-            # breaks down on the rounding-level negative eigenvalues of a singular A').
-            hd = torch.mul(c, vp).div_(v)
-            sc = torch.add(a_diag, hd).rsqrt_()
-            h = torch.diag_embed(hd).add_(a_hat).mul_(torch.outer(sc, sc))
-            delta = torch.linalg.solve_ex(h, torch.mul(grad, sc).neg_())[0].mul_(sc)
-            # Fraction to the boundary per component: a weight may shrink at most by a
-            # factor 1 / (1 - tau) per step, so one weight heading to zero (an inactive task
-            # at large alpha) cannot throttle the others. If clipping spoils descent, fall
-            # back to the whole Newton step shortened to the boundary.
-            clipped = torch.maximum(delta, torch.mul(v, -_TAU))
-            shrink = torch.div(delta, v).min().neg_().clamp_min_(_TAU)
-            delta = torch.where(
-                torch.dot(grad, clipped) < 0, clipped, delta.mul_(shrink.reciprocal_().mul_(_TAU))
-            )
-            slope = torch.dot(grad, delta)
-            cand = torch.addcmul(v, steps_col, delta)
-            quad_c, phis_c = _potential2(cand, a_hat, b2, alpha)
-            # Rounding in 2f is relative to v^T |A'| v (not to the possibly cancelled v^T A' v).
-            slack = torch.dot(v, torch.mv(abs_a, v)).add_(phis.abs()).mul_(_SLACK)
-            ok = torch.le(quad_c - phis_c, torch.addcmul(two_f + slack, armijo, slope))
-            first = torch.logical_or(ok, last).to(torch.uint8).argmax()
-            v_new = cand[first]
-            if it % check_every == 0:
-                # > 1 unless a full step was taken
-                rel_step = torch.sub(v_new, v).abs_().div_(v).max().add_(first)
-            v, quad, phis = v_new, quad_c[first], phis_c[first]
-            two_f = quad - phis
-        if bool(rel_step <= _FULL_STEP_TOL):
+            grad, delta = p.direction(v, host_checks=host)
+            v, quad, phis, rel_step = search(p, v, grad, delta, quad, phis)
+        rel = float(rel_step)  # not finite if a weight over- or underflowed
+        if rel <= _FULL_STEP_TOL:
             return v, it, True
-        if not bool(torch.isfinite(v).all() & (v > 0).all()):
+        if not math.isfinite(rel):
             return last_good, it, False
         last_good = v
         if it % 4:  # the residual tests below are needed only in rare cases: not every time
             continue
-        vp = v.pow(inv)
-        cbe = ((a_hat @ v - b * vp).abs() / (a_hat.abs() @ v + b * vp)).max()
+        vp = v.pow(p.inv)
+        cbe = ((a_hat @ v - b * vp).abs() / (p.abs_a @ v + b * vp)).max()
         if (
             bool(cbe <= tol)
-            or normwise_residual_error(a1, dscale * v, (dscale * v).pow(inv)) <= tol
+            or normwise_residual_error(a1, dscale * v, (dscale * v).pow(p.inv)) <= tol
         ):
             return v, it, True
     return v, it, False
@@ -194,7 +265,9 @@ def solve_alpha_fair(
             normwise one by ``sqrt(K) * tol``).
         max_iter: Newton iterations per attempt.
         check_every: iterations between convergence tests (host round trips); default 1
-            on CPU (where a test costs nothing) and 4 on accelerators.
+            on CPU (where a test costs nothing) and 4 on accelerators. At 1, the line
+            search and the choice of factorisation are also made on the host (faster on
+            CPU); above 1 the iterations in between run without any host round trip.
         init: optional warm start (K,) of positive weights, e.g. the previous step's.
 
     Returns:
