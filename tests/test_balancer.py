@@ -289,3 +289,10 @@ def test_methods_of_the_wrong_kind_are_rejected_at_construction() -> None:
         fairmtl.Balancer(transform="mgda")
     with pytest.raises(KeyError, match="unknown method"):
         fairmtl.Balancer(aggregator="fairgard")
+
+
+def test_a_parameter_cannot_be_both_shared_and_task_specific() -> None:
+    model, losses = _losses_and_model()
+    both = [*model.encoder.parameters(), model.heads[0].weight]
+    with pytest.raises(ValueError, match=r"task_params\[0\] is also among the shared"):
+        fairmtl.Balancer("sum").backward(losses, shared=both, task_params=[model.heads[0].weight])

@@ -154,6 +154,10 @@ class Balancer:
             if not inputs:
                 raise ValueError("the list of shared parameters is empty")
         heads = self._param_list(task_params, "task_params")
+        shared_ids = {id(p) for p in inputs}
+        for i, p in enumerate(heads):
+            if id(p) in shared_ids:
+                raise ValueError(f"task_params[{i}] is also among the shared parameters")
 
         transformed = self.transform(losses)
         lam = self.weighting.weights(losses.detach()).detach().to(transformed.dtype)
@@ -183,7 +187,7 @@ class Balancer:
             head_grads = torch.autograd.grad(
                 objectives.sum(),
                 heads,
-                retain_graph=True,
+                retain_graph=retain_graph or features is not None,
                 allow_unused=True,
                 materialize_grads=True,
             )
