@@ -28,6 +28,7 @@ test-slow: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/fairmtl
 
 clean-venv:
 	rm -rf $(VENV)

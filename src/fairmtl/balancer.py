@@ -4,7 +4,7 @@ aggregator -> ``.grad`` (IGB, Algorithm 3; FairGrad, section 6)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,9 +58,11 @@ class Balancer:
         jacobian_method: JacobianMethod = "batched",
         check_losses: bool = True,
     ) -> None:
-        self.aggregator = _resolve(aggregator, Aggregator, "aggregator")
-        self.weighting = _resolve(LS() if weighting is None else weighting, Weighting, "weighting")
-        self.transform = _resolve(
+        self.aggregator: Aggregator = _resolve(aggregator, Aggregator, "aggregator")
+        self.weighting: Weighting = _resolve(
+            LS() if weighting is None else weighting, Weighting, "weighting"
+        )
+        self.transform: LossTransform = _resolve(
             Identity() if transform is None else transform, LossTransform, "transform"
         )
         if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
@@ -232,10 +234,7 @@ class Balancer:
         return f"Balancer(aggregator={self.aggregator!r}, weighting={self.weighting!r}, transform={self.transform!r})"
 
 
-_T = TypeVar("_T")
-
-
-def _resolve(spec: object, base: type[_T], what: str) -> _T:
+def _resolve(spec: object, base: type, what: str) -> Any:
     """A method object from itself or its registered name, checked to be a ``base``."""
     obj = make(spec) if isinstance(spec, str) else spec
     if not isinstance(obj, base):

@@ -169,9 +169,9 @@ def resolve_method(method: Method) -> tuple[str, str, dict[str, Any]]:
             name, kwargs = METHODS[method]
             return method, name, dict(kwargs)
         return method, method, {}
-    name, kwargs = method
-    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    return (f"{name}({args})" if args else name), name, dict(kwargs)
+    name, given = method
+    args = ", ".join(f"{k}={v}" for k, v in given.items())
+    return (f"{name}({args})" if args else name), name, dict(given)
 
 
 def run_toy(
