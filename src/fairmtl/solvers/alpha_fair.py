@@ -8,9 +8,11 @@ stationarity condition of the strictly convex potential
                                            (phi = log at alpha = 1),
 
 whose Hessian ``A + diag(w^(-1/alpha - 1) / alpha)`` is positive definite on w > 0.
-We minimise ``f`` by damped Newton with a fraction-to-the-boundary rule and a
-vectorised Armijo backtracking (all candidate steps are evaluated at once, so an
-iteration has no data-dependent branch and no host round trip).
+We minimise ``f`` by damped Newton with a per-component fraction-to-the-boundary rule
+and an Armijo backtracking. On accelerators every candidate step is evaluated at once,
+so an iteration has no data-dependent branch and no host round trip; on the CPU, where
+reading a number costs nothing, the same iteration takes its decisions on the host and
+does less work (see ``check_every``). Large alpha is reached by continuation.
 
 Two exact changes of variable keep it well conditioned whatever the gradient scales:
 ``A`` is divided by its largest diagonal entry, and task ``i`` is rescaled by a power of
