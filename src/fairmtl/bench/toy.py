@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 import fairmtl
+from fairmtl.solvers import min_norm_simplex
 
 _LOG_FLOOR = 5e-6
 
@@ -122,22 +123,13 @@ def losses_and_jacobian(x: Tensor) -> tuple[Tensor, Tensor]:
 def pareto_stationarity(jacobian: Tensor) -> float:
     """Pareto-stationarity measure ``min_{w in simplex} ||G^T w||`` of a (K, m) Jacobian.
 
-    It is zero exactly at Pareto-stationary points. For K = 2 it is the distance from the
-    origin to the segment between the two gradients, in closed form; for other K it is
-    the square root of the value of :func:`fairmtl.solvers.min_norm_simplex`.
+    It is zero exactly at Pareto-stationary points: the square root of the value of
+    :func:`fairmtl.solvers.min_norm_simplex` (in closed form for K = 2).
     """
     if jacobian.ndim != 2:
         raise ValueError(f"expected a (K, m) Jacobian, got shape {tuple(jacobian.shape)}")
     jac = jacobian.detach().to(torch.float64)
-    if jac.shape[0] != 2:
-        from fairmtl.solvers import min_norm_simplex
-
-        return math.sqrt(max(float(min_norm_simplex(jac @ jac.T).value), 0.0))
-    g1, g2 = jac[0], jac[1]
-    diff = g2 - g1
-    dd = float(diff @ diff)
-    t = 0.0 if dd == 0.0 else min(max(-float(g1 @ diff) / dd, 0.0), 1.0)
-    return float(torch.linalg.vector_norm(g1 + t * diff))
+    return math.sqrt(max(float(min_norm_simplex(jac @ jac.T).value), 0.0))
 
 
 # --------------------------------------------------------------------------- runs

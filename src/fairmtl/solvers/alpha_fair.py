@@ -95,11 +95,18 @@ class _Scaled:
     b2: Tensor  # see _potential2
     alpha: float
     inv: float  # -1 / alpha
+    steps: Tensor  # backtracking candidates 1, 1/4, ..., 4^-19 (batched line search)
 
     @staticmethod
     def of(a_hat: Tensor, b: Tensor, alpha: float) -> _Scaled:
         b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
-        return _Scaled(a_hat, a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha)
+        steps = torch.pow(
+            torch.full((_N_STEPS,), _BACKTRACK, dtype=b.dtype, device=b.device),
+            torch.arange(_N_STEPS, dtype=b.dtype, device=b.device),
+        )
+        return _Scaled(
+            a_hat, a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha, steps
+        )
 
     def potential2(self, v: Tensor) -> tuple[Tensor, Tensor]:
         return _potential2(v, self.a_hat, self.b2, self.alpha)
@@ -151,11 +158,7 @@ def _line_search_batched(
     """Armijo backtracking with every candidate step 1, 1/4, ..., 4^-19 evaluated at once and
     the first acceptable one selected on the device: no host round trip (accelerators).
     Returns (v, quad, phis, relative step size + index of the step taken)."""
-    n = _N_STEPS
-    steps = torch.pow(
-        torch.full((n,), _BACKTRACK, dtype=v.dtype, device=v.device),
-        torch.arange(n, dtype=v.dtype, device=v.device),
-    )
+    steps = p.steps
     cand = torch.addcmul(v, steps.unsqueeze(1), delta)
     quad_c, phis_c = p.potential2(cand)
     bound = torch.addcmul(
@@ -208,9 +211,10 @@ def _newton(
     An iteration is one Newton direction (:meth:`_Scaled.direction`) and an Armijo
     backtracking on the potential: sequential, with host-side decisions, when
     ``check_every`` is 1 (the CPU default); batched, with no data-dependent branch and no
-    host round trip, otherwise (the accelerator default). Every ``check_every`` iterations one host round trip tests
-    convergence: a full step of relative size below 1e-7 (quadratic convergence makes the
-    next iterate exact to rounding), or, every 4 iterations, a componentwise backward
+    host round trip, otherwise (the accelerator default). Every ``check_every``
+    iterations one host round trip tests convergence: a full step of relative size below
+    1e-7 (quadratic convergence makes the next iterate exact to rounding), or, every 4
+    iterations, a componentwise backward
     error of the scaled system or the normwise one of the unscaled system
     ``a1 w = w^(-1/alpha)`` (``w = dscale * v``) below ``tol``. (A task whose weight
     underflows, e.g. a huge gradient next to a tiny one at large alpha, can only meet the
