@@ -36,6 +36,16 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def lookup(name: str) -> type:
+    """The class registered under ``name`` (KeyError listing the available names)."""
+    if not isinstance(name, str):
+        raise TypeError(f"expected a method name (str), got {type(name).__name__}")
+    key = _key(name)
+    if key not in _REGISTRY:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[key]
+
+
 def make(name: str, **kwargs: Any) -> Any:
     """Build a registered method (aggregator, loss weighting or loss transform) by name.
 
@@ -48,10 +58,7 @@ def make(name: str, **kwargs: Any) -> Any:
     """
     if not isinstance(name, str):
         raise TypeError(f"make() expects a method name (str), got {type(name).__name__}")
-    key = _key(name)
-    if key not in _REGISTRY:
-        raise KeyError(f"unknown method {name!r}; available: {', '.join(available())}")
-    cls = _REGISTRY[key]
+    cls = lookup(name)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # unknown keyword: say which method refused it

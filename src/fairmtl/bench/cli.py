@@ -1,7 +1,9 @@
-"""The ``fairmtl`` command line: one subcommand per benchmark.
+"""The ``fairmtl`` command line.
 
-``fairmtl toy [...]`` runs the two-task toy of FairGrad's Figure 1
-(:mod:`fairmtl.bench.toy`); ``fairmtl toy --help`` lists its options.
+``fairmtl train`` trains one method on one benchmark, ``fairmtl suite`` the baselines and
+several methods followed by the report, ``fairmtl report`` writes the tables and plots
+from the results database, ``fairmtl list`` shows what exists, and ``fairmtl toy`` runs
+the two-task toy of FairGrad's Figure 1. ``fairmtl COMMAND --help`` lists the options.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-_COMMANDS: dict[str, tuple[str, str]] = {
-    "toy": ("fairmtl.bench.toy", "two-task toy benchmark (FairGrad Fig. 1, Nash-MTL, CAGrad)"),
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("fairmtl.bench.commands", "train_main", "train one method on one benchmark (resumable)"),
+    "suite": ("fairmtl.bench.commands", "suite_main", "train baselines + methods, then report"),
+    "report": ("fairmtl.bench.commands", "report_main", "tables and plots from the results database"),
+    "list": ("fairmtl.bench.commands", "list_main", "benchmarks, configurations and methods"),
+    "toy": ("fairmtl.bench.toy", "main", "two-task toy benchmark (FairGrad Fig. 1, Nash-MTL, CAGrad)"),
 }
 
 
@@ -20,7 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="fairmtl benchmarks. Run 'fairmtl COMMAND --help' for a command's options.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (_, summary) in _COMMANDS.items():
+    for name, (_, _, summary) in _COMMANDS.items():
         # The subcommand parses its own options (including --help), so pass them through.
         sub.add_parser(name, help=summary, add_help=False)
     return parser
@@ -30,7 +36,8 @@ def _command_main(name: str) -> Callable[[list[str] | None], int]:
     """Import the subcommand's module lazily, so ``fairmtl --help`` stays fast."""
     import importlib
 
-    return importlib.import_module(_COMMANDS[name][0]).main
+    module, function, _ = _COMMANDS[name]
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> int:

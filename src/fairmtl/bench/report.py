@@ -1,0 +1,263 @@
+"""Turn the results store into the papers' tables and plots.
+
+The table has one row per method (mean and standard error over seeds of each task's
+test metrics at the selected epoch), the single-task baseline row (STL: task ``k``'s
+metrics from the ``stl:k`` runs), the mean rank MR over the compared methods, Delta m%
+against STL (computed per seed, then averaged) and the relative training time T
+(training wall-clock time over LS's). It is written as Markdown and CSV; the plots show
+each task's validation metrics per epoch and the task weights over time.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fairmtl.bench.base import Benchmark, require
+from fairmtl.bench.store import ResultsStore, Run
+from fairmtl.metrics import delta_m, mean_and_stderr, mean_rank
+
+
+@dataclass
+class MethodRow:
+    """One method's aggregated results over its seeds."""
+
+    method: str
+    seeds: list[int]
+    values: list[tuple[float, float]]  # (mean, standard error) per metric column
+    delta_m: tuple[float, float] | None = None
+    mean_rank: float | None = None
+    time: float | None = None  # mean training seconds
+    relative_time: float | None = None
+    runs: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    benchmark: str
+    config: str
+    columns: list[str]  # "task/metric"
+    higher_is_better: list[bool]
+    stl: MethodRow | None
+    rows: list[MethodRow]
+    notes: list[str]
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error; NaN when a seed diverged (shown in the table, not hidden)."""
+    if all(math.isfinite(v) for v in values):
+        return mean_and_stderr(values)
+    return (math.nan, math.nan)
+
+
+def _order(bench: Benchmark, methods: Sequence[str]) -> list[str]:
+    known = {m: i for i, m in enumerate(bench.default_methods)}
+    return sorted(methods, key=lambda m: (known.get(m, len(known)), m))
+
+
+def build_report(store: ResultsStore, bench: Benchmark, config: str) -> Report:
+    """Aggregate the finished runs of ``bench`` under configuration label ``config``."""
+    columns = [f"{task}/{spec.name}" for task, spec in bench.metric_columns()]
+    hib = [spec.higher_is_better for _, spec in bench.metric_columns()]
+    runs = store.runs(benchmark=bench.name, config_name=config, status="finished")
+    if not runs:
+        raise LookupError(
+            f"no finished runs of benchmark {bench.name!r} with configuration {config!r} in {store.path}"
+        )
+    by_method: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_method[run.method].append(run)
+    notes: list[str] = []
+
+    def test_values(run: Run) -> list[float]:
+        test = store.final_metrics(run.id).get("test", {})
+        missing = [c for c in columns if c not in test]
+        if missing:
+            raise LookupError(f"run {run.key!r} has no test metric {missing[0]!r} in the store")
+        return [test[c] for c in columns]
+
+    # Single-task baseline: column c of task k from the stl:k runs.
+    stl: MethodRow | None = None
+    stl_values: list[list[float]] = [[] for _ in columns]
+    for k, task in enumerate(bench.tasks):
+        for run in by_method.get(f"stl:{k}", []):
+            values = test_values(run)
+            for i, (name, _) in enumerate(bench.metric_columns()):
+                if name == task.name:
+                    stl_values[i].append(values[i])
+    if all(stl_values):
+        stl = MethodRow("STL", [], [_stats(v) for v in stl_values])
+    else:
+        notes.append("No single-task baseline for every task (run stl:K): Delta m% is not shown.")
+
+    rows: list[MethodRow] = []
+    for method in _order(bench, [m for m in by_method if not m.startswith("stl:")]):
+        method_runs = sorted(by_method[method], key=lambda r: r.seed)
+        per_seed = [test_values(r) for r in method_runs]
+        row = MethodRow(
+            method,
+            [r.seed for r in method_runs],
+            [_stats([s[i] for s in per_seed]) for i in range(len(columns))],
+            runs=method_runs,
+        )
+        base = [v[0] for v in stl.values] if stl is not None else []
+        if stl is not None and all(math.isfinite(b) and b != 0 for b in base):
+            finite = all(math.isfinite(v) for s in per_seed for v in s)
+            row.delta_m = (
+                _stats([delta_m(s, base, hib) for s in per_seed]) if finite else (math.nan, math.nan)
+            )
+        times = [r.train_seconds for r in method_runs if r.train_seconds is not None]
+        row.time = sum(times) / len(times) if times else None
+        rows.append(row)
+    if not rows:
+        raise LookupError(f"no finished multi-task runs of {bench.name!r} ({config!r}) in {store.path}")
+    ranked = [r for r in rows if all(math.isfinite(v[0]) for v in r.values)]
+    if len(ranked) < len(rows):
+        notes.append("Methods with non-finite results (a diverged seed) are not ranked.")
+    if len(ranked) > 1:
+        ranks = mean_rank({r.method: [v[0] for v in r.values] for r in ranked}, hib)
+        for r in ranked:
+            r.mean_rank = ranks[r.method]
+    reference = next((r for r in rows if r.method == "ls"), None)
+    if reference is None or not reference.time:
+        notes.append("No LS run: T is not shown (it is training time relative to LS).")
+    else:
+        for r in rows:
+            r.relative_time = None if r.time is None else r.time / reference.time
+    seeds = sorted({s for r in rows for s in r.seeds})
+    notes.append(
+        f"Test metrics at the selected epoch; mean ± standard error over seeds {seeds}. "
+        "Delta m% against STL (lower is better), MR = mean rank over the methods shown, "
+        "T = training time relative to LS on this machine."
+    )
+    return Report(bench.name, config, columns, hib, stl, rows, notes)
+
+
+def _fmt(mean: float, se: float, digits: int = 2) -> str:
+    if not math.isfinite(mean):
+        return str(mean)
+    return f"{mean:.{digits}f}" if se == 0 else f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def to_markdown(report: Report) -> str:
+    arrows = [("↑" if h else "↓") for h in report.higher_is_better]
+    header = ["Method"] + [f"{c} {a}" for c, a in zip(report.columns, arrows)]
+    header += ["MR ↓", "Δm% ↓", "T"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if report.stl is not None:
+        cells = ["STL"] + [_fmt(m, s) for m, s in report.stl.values] + ["", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    for r in report.rows:
+        cells = [r.method] + [_fmt(m, s) for m, s in r.values]
+        cells.append("" if r.mean_rank is None else f"{r.mean_rank:.2f}")
+        cells.append("" if r.delta_m is None else _fmt(*r.delta_m))
+        cells.append("" if r.relative_time is None else f"{r.relative_time:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    title = f"## {report.benchmark} ({report.config})\n\n"
+    return title + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in report.notes) + "\n"
+
+
+def write_csv(report: Report, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        head = ["method", "seeds"]
+        for c in report.columns:
+            head += [c, f"{c} se"]
+        w.writerow(head + ["mr", "delta_m", "delta_m se", "train_seconds", "T"])
+        rows = ([report.stl] if report.stl is not None else []) + report.rows
+        for r in rows:
+            cells: list[object] = [r.method, " ".join(map(str, r.seeds))]
+            for m, s in r.values:
+                cells += [m, s]
+            cells += [
+                r.mean_rank if r.mean_rank is not None else "",
+                r.delta_m[0] if r.delta_m else "",
+                r.delta_m[1] if r.delta_m else "",
+                r.time if r.time is not None else "",
+                r.relative_time if r.relative_time is not None else "",
+            ]
+            w.writerow(cells)
+
+
+def _mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float]]:
+    by_epoch: dict[int, list[float]] = defaultdict(list)
+    for curve in curves:
+        for epoch, value in curve:
+            by_epoch[epoch].append(value)
+    epochs = sorted(by_epoch)
+    return epochs, [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+
+
+def plot_report(store: ResultsStore, report: Report, out: Path) -> list[Path]:
+    """Learning curves (validation metrics per epoch) and task weights over time, as PNG."""
+    require("matplotlib", "plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stem = f"{report.benchmark}_{report.config}"
+    paths = []
+    n = len(report.columns)
+    cols = min(n, 3)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
+    for i, column in enumerate(report.columns):
+        ax = axes[i // cols][i % cols]
+        for r in report.rows:
+            curves = [store.epoch_metrics(run.id).get("val", {}).get(column, []) for run in r.runs]
+            epochs, values = _mean_curve(curves)
+            ax.plot(epochs, values, label=r.method)
+        ax.set_title(f"val {column}")
+        ax.set_xlabel("epoch")
+    for j in range(n, nrows * cols):
+        axes[j // cols][j % cols].axis("off")
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    paths.append(out / f"{stem}_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    rows = [r for r in report.rows if any(store.task_weights(run.id) for run in r.runs)]
+    if rows:
+        cols = min(len(rows), 4)
+        nrows = -(-len(rows) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+        for i, r in enumerate(rows):
+            ax = axes[i // cols][i % cols]
+            weights = store.task_weights(r.runs[0].id)
+            for task in range(len(weights[0][1])):
+                ax.plot([e for e, _ in weights], [w[task] for _, w in weights], label=f"task {task}")
+            ax.set_title(f"{r.method} (seed {r.runs[0].seed})", fontsize=9)
+            ax.set_xlabel("epoch")
+        for j in range(len(rows), nrows * cols):
+            axes[j // cols][j % cols].axis("off")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle("mean task weight per epoch (loss weight x aggregator weight)")
+        fig.tight_layout()
+        paths.append(out / f"{stem}_weights.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def write_report(
+    store: ResultsStore, bench: Benchmark, config: str, out: str | Path, plots: bool = True
+) -> tuple[Report, list[Path]]:
+    """Build the report and write ``<bench>_<config>_table.md``/``.csv`` (and plots) to ``out``."""
+    report = build_report(store, bench, config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{report.benchmark}_{report.config}"
+    md = out / f"{stem}_table.md"
+    md.write_text(to_markdown(report))
+    csv_path = out / f"{stem}_table.csv"
+    write_csv(report, csv_path)
+    paths = [md, csv_path]
+    if plots:
+        paths += plot_report(store, report, out)
+    return report, paths
