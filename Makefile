@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: main test test-slow toy lint clean-venv
+.PHONY: main test test-slow toy multimnist lint clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-main: toy
+main: multimnist
+
+# The main job: STL baselines + 16 methods on MultiMNIST (2 seeds), then the table and plots.
+multimnist: $(BIN)/.installed
+	$(BIN)/fairmtl suite multimnist --config cpu --seeds 0,1 --out results
 
 toy: $(BIN)/.installed
 	$(BIN)/fairmtl toy --out results/toy

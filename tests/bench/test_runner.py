@@ -60,3 +60,40 @@ def test_a_diverging_run_is_marked_failed_and_keeps_its_last_checkpoint(tmp_path
               checkpoints=tmp_path / "ck", progress=False, log=None)  # fmt: skip
     (run,) = store.runs()
     assert run.status == "failed" and "not finite" in (run.message or "")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ({"type": "step", "step_size": 1, "gamma": 0.5}, [0.5e-3, 0.25e-3]),
+        ({"type": "cosine"}, [0.5e-3, 0.0]),
+    ],
+)
+def test_lr_schedules_are_applied_and_recorded(schedule: dict, expected: list, tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "r.db") as store:
+        result = train("multimnist", "stl:0", "cpu", overrides={**TINY, "schedule": schedule},
+                       store=store, checkpoints=tmp_path / "ck", progress=False, log=None)  # fmt: skip
+        lrs = [lr for _, lr in store.lrs(result.run_id)]
+    assert lrs == pytest.approx(expected, abs=1e-12)
+
+
+def test_plateau_schedule_steps_on_the_validation_score(tmp_path: Path) -> None:
+    sched = {"type": "plateau", "factor": 0.5, "patience": 0}
+    with ResultsStore(tmp_path / "r.db") as store:
+        result = train("multimnist", "stl:0", "cpu",
+                       overrides={**TINY, "epochs": 4, "lr": 1e-6, "schedule": sched},
+                       store=store, checkpoints=tmp_path / "ck", progress=False, log=None)  # fmt: skip
+        lrs = [lr for _, lr in store.lrs(result.run_id)]
+    # lr 1e-6 hardly moves the validation score: the LR halves after every epoch that
+    # does not beat the best (the first epoch sets the best).
+    assert lrs[-1] < lrs[0] and all(b <= a for a, b in zip(lrs, lrs[1:]))
+
+
+def test_gradient_clipping_changes_the_trajectory(tmp_path: Path) -> None:
+    kw = {"store": tmp_path / "r.db", "checkpoints": tmp_path / "ck", "progress": False, "log": None}
+    free = train("multimnist", "stl:0", "cpu", overrides=TINY, **kw)
+    clipped = train("multimnist", "stl:0", "cpu", overrides={**TINY, "clip_grad_norm": 1e-4}, **kw)
+    with ResultsStore(tmp_path / "r.db") as store:
+        a = store.epoch_metrics(free.run_id)["train"]["left/loss"]
+        b = store.epoch_metrics(clipped.run_id)["train"]["left/loss"]
+    assert a[-1][1] < b[-1][1]  # tiny steps: the clipped run has barely moved

@@ -19,7 +19,10 @@ from pathlib import Path
 
 from fairmtl.bench.base import Benchmark, require
 from fairmtl.bench.store import ResultsStore, Run
-from fairmtl.metrics import delta_m, mean_and_stderr, mean_rank
+from fairmtl.metrics import delta_m, mean_and_stderr, mean_rank, relative_time
+
+_TIME_REFERENCE = "ls"
+"""T is training time relative to linear scalarisation (LS, also called EW)."""
 
 
 @dataclass
@@ -122,12 +125,13 @@ def build_report(store: ResultsStore, bench: Benchmark, config: str) -> Report:
         ranks = mean_rank({r.method: [v[0] for v in r.values] for r in ranked}, hib)
         for r in ranked:
             r.mean_rank = ranks[r.method]
-    reference = next((r for r in rows if r.method == "ls"), None)
-    if reference is None or not reference.time:
+    times = {r.method: r.time for r in rows if r.time is not None}
+    if not times.get(_TIME_REFERENCE):
         notes.append("No LS run: T is not shown (it is training time relative to LS).")
     else:
+        ratios = relative_time(times, _TIME_REFERENCE)
         for r in rows:
-            r.relative_time = None if r.time is None else r.time / reference.time
+            r.relative_time = ratios.get(r.method)
     seeds = sorted({s for r in rows for s in r.seeds})
     notes.append(
         f"Test metrics at the selected epoch; mean ± standard error over seeds {seeds}. "
@@ -206,12 +210,14 @@ def plot_report(store: ResultsStore, report: Report, out: Path) -> list[Path]:
     cols = min(n, 3)
     nrows = -(-n // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
+    colours = plt.get_cmap("tab20")
     for i, column in enumerate(report.columns):
         ax = axes[i // cols][i % cols]
-        for r in report.rows:
+        for j, r in enumerate(report.rows):
             curves = [store.epoch_metrics(run.id).get("val", {}).get(column, []) for run in r.runs]
             epochs, values = _mean_curve(curves)
-            ax.plot(epochs, values, label=r.method)
+            style = "-" if j < 20 else "--"  # 20 distinct colours, then dashed
+            ax.plot(epochs, values, style, color=colours(j % 20), label=r.method)
         ax.set_title(f"val {column}")
         ax.set_xlabel("epoch")
     for j in range(n, nrows * cols):

@@ -159,7 +159,6 @@ def train(
                           config=cfg.to_dict(), seed=seed)  # fmt: skip
     if restart:
         db.reset_run(run_id)
-    previous = db.run(run_id)
     checkpoint = load_checkpoint(ckpt_file, key)
     if checkpoint is not None and checkpoint.get("done"):
         say(f"{key}: already done (best epoch {checkpoint['best']['epoch']}); --restart to train again")
@@ -168,7 +167,6 @@ def train(
                       train_seconds=checkpoint["train_seconds"])  # fmt: skip
         return RunResult(run_id, key, True, checkpoint["best"]["epoch"], final,
                          checkpoint["train_seconds"])  # fmt: skip
-    del previous
     try:
         return _train(bench, spec, cfg, key, seed, db, run_id, ckpt_file, checkpoint, device,
                       progress, say, on_step)  # fmt: skip
