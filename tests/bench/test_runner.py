@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_plateau_schedule_steps_on_the_validation_score(tmp_path: Path) -> None:
         lrs = [lr for _, lr in store.lrs(result.run_id)]
     # lr 1e-6 hardly moves the validation score: the LR halves after every epoch that
     # does not beat the best (the first epoch sets the best).
-    assert lrs[-1] < lrs[0] and all(b <= a for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < lrs[0] and all(b <= a for a, b in itertools.pairwise(lrs))
 
 
 def test_gradient_clipping_changes_the_trajectory(tmp_path: Path) -> None:

@@ -113,8 +113,8 @@ def build_report(store: ResultsStore, bench: Benchmark, config: str) -> Report:
             row.delta_m = (
                 _stats([delta_m(s, base, hib) for s in per_seed]) if finite else (math.nan, math.nan)
             )
-        times = [r.train_seconds for r in method_runs if r.train_seconds is not None]
-        row.time = sum(times) / len(times) if times else None
+        seconds = [r.train_seconds for r in method_runs if r.train_seconds is not None]
+        row.time = sum(seconds) / len(seconds) if seconds else None
         rows.append(row)
     if not rows:
         raise LookupError(f"no finished multi-task runs of {bench.name!r} ({config!r}) in {store.path}")
@@ -125,7 +125,7 @@ def build_report(store: ResultsStore, bench: Benchmark, config: str) -> Report:
         ranks = mean_rank({r.method: [v[0] for v in r.values] for r in ranked}, hib)
         for r in ranked:
             r.mean_rank = ranks[r.method]
-    times = {r.method: r.time for r in rows if r.time is not None}
+    times: dict[str, float] = {r.method: r.time for r in rows if r.time is not None}
     if not times.get(_TIME_REFERENCE):
         notes.append("No LS run: T is not shown (it is training time relative to LS).")
     else:
