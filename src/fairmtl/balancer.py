@@ -7,8 +7,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from fairmtl import distributed as dist
 from fairmtl._registry import make
 from fairmtl.aggregators.base import Aggregator, GramianWeighting
 from fairmtl.errors import InvalidLossError
@@ -50,6 +51,13 @@ class Balancer:
         weight_heads: give each head the gradient of its loss times the aggregator's weight
             ``w_i`` too (Nash-MTL's and MGDA-UB's reference code do this). Needs a
             :class:`GramianWeighting`; default ``False`` (heads get their own loss only).
+        distributed: data-parallel training with torch.distributed (see
+            :mod:`fairmtl.distributed`): the losses and the per-task gradients are averaged
+            across ranks before the method runs, so every rank applies the method to the
+            union of the ranks' batches and takes the same step. ``None`` (default): on
+            when torch.distributed is initialised with more than one process. Do not wrap
+            the model in ``DistributedDataParallel``.
+        process_group: the process group (default: the default group).
 
     Aggregators that need the loss values (``requires_losses``, e.g. MoCo) receive the
     raw task losses ``l`` of this step.
@@ -65,6 +73,8 @@ class Balancer:
         jacobian_method: JacobianMethod = "batched",
         check_losses: bool = True,
         weight_heads: bool = False,
+        distributed: bool | None = None,
+        process_group: Any | None = None,
     ) -> None:
         self.aggregator: Aggregator = _resolve(aggregator, Aggregator, "aggregator")
         self.weighting: Weighting = _resolve(
@@ -88,6 +98,11 @@ class Balancer:
                 f"{self.aggregator!r} is not one"
             )
         self.weight_heads = weight_heads
+        if distributed not in (None, True, False):
+            raise ValueError(f"distributed must be None, True or False, got {distributed!r}")
+        self.distributed = distributed
+        self.process_group = process_group
+        self._ranks_checked = False
         self.last_loss_weights: Tensor | None = None
 
     # ------------------------------------------------------------------ validation
@@ -119,9 +134,12 @@ class Balancer:
         return losses
 
     @staticmethod
-    def _param_list(params: Iterable[Tensor] | None, what: str) -> list[Tensor]:
+    def _param_list(params: Iterable[Tensor] | nn.Module | None, what: str) -> list[Tensor]:
         if params is None:
             return []
+        if isinstance(params, nn.Module):
+            dist.reject_ddp(params, what)
+            params = params.parameters()
         if isinstance(params, Tensor):
             params = [params]
         out = list(params)
@@ -134,10 +152,10 @@ class Balancer:
     def backward(
         self,
         losses: Tensor | Sequence[Tensor],
-        shared: Iterable[Tensor] | None = None,
+        shared: Iterable[Tensor] | nn.Module | None = None,
         *,
         features: Tensor | None = None,
-        task_params: Iterable[Tensor] | None = None,
+        task_params: Iterable[Tensor] | nn.Module | None = None,
         scaler: Any | None = None,
         retain_graph: bool = False,
     ) -> Tensor:
@@ -145,9 +163,10 @@ class Balancer:
 
         Args:
             losses: the K task losses, a (K,) tensor or a sequence of scalar tensors.
-            shared: parameters shared by all tasks (gets the aggregated direction).
+            shared: parameters shared by all tasks (gets the aggregated direction), or the
+                module holding them.
             features: instead of ``shared``, the shared representation (features mode).
-            task_params: task-specific parameters (heads).
+            task_params: task-specific parameters (heads), or their module.
             scaler: a ``torch.amp.GradScaler``: pass the *unscaled* losses and the scaler;
                 the backward passes run on scaled objectives (no fp16 underflow) and the
                 aggregator sees the unscaled Jacobian, so no method changes its direction
@@ -179,6 +198,13 @@ class Balancer:
         for i, p in enumerate(heads):
             if id(p) in shared_ids:
                 raise ValueError(f"task_params[{i}] is also among the shared parameters")
+
+        if self._distributed_on():
+            lam = self._backward_distributed(
+                losses, inputs, heads, features, scaler, retain_graph
+            )
+            self.last_loss_weights = lam
+            return lam
 
         transformed = self.transform(losses)
         given = losses if self.weighting.requires_graph else losses.detach()
@@ -230,12 +256,103 @@ class Balancer:
                 direction.view_as(features).to(features.dtype), retain_graph=retain_graph
             )
         else:
-            offset = 0
-            for p in inputs:
-                n = p.numel()
-                _accumulate(p, direction[offset : offset + n].view_as(p))
-                offset += n
+            _accumulate_flat(inputs, direction)
         self.last_loss_weights = lam
+        return lam
+
+    # ------------------------------------------------------------------ distributed
+    def _distributed_on(self) -> bool:
+        if self.distributed is None:
+            return dist.is_active()
+        if self.distributed and not dist.is_active():
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                return False  # a single process: nothing to reduce
+            raise RuntimeError(
+                "Balancer(distributed=True) needs torch.distributed to be initialised "
+                "(torch.distributed.init_process_group, e.g. under torchrun)"
+            )
+        return bool(self.distributed)
+
+    def _backward_distributed(
+        self,
+        losses: Tensor,
+        inputs: list[Tensor],
+        heads: list[Tensor],
+        features: Tensor | None,
+        scaler: Any | None,
+        retain_graph: bool,
+    ) -> Tensor:
+        """One step on the union of the ranks' batches (see :mod:`fairmtl.distributed`)."""
+        if features is not None:
+            raise NotImplementedError(
+                "features mode is not supported with distributed training: each rank's "
+                "representation holds other samples; pass shared= (the encoder's parameters)"
+            )
+        if self.weighting.requires_graph:
+            raise NotImplementedError(
+                f"{self.weighting!r} differentiates through the losses' graph on one rank's "
+                "batch only; it is not supported with distributed training"
+            )
+        group = self.process_group
+        if not self._ranks_checked:
+            dist.reject_ddp_parameters(inputs + heads, "the model being trained")
+            dist.check_same_on_all_ranks(self.state_dict(), f"the state of {self!r}", group)
+            self._ranks_checked = True
+        union = dist.all_reduce_mean(losses.detach(), group)
+        lam = self.weighting.weights(union).detach().to(losses.dtype)
+        if lam.shape != losses.shape:
+            raise RuntimeError(
+                f"{self.weighting!r} returned weights of shape {tuple(lam.shape)}, expected {tuple(losses.shape)}"
+            )
+        slope = dist.transform_slope(self.transform, union).to(losses.dtype)
+        objectives = lam * slope * losses  # rank mean of its gradient = grad of lam * T(union)
+        if scaler is not None:
+            objectives = scaler.scale(objectives)
+        keep = retain_graph or bool(heads)
+        fixed = self.aggregator.fixed_weights(losses.shape[0])
+        if fixed is not None:
+            fixed = fixed.to(objectives)
+            grads = torch.autograd.grad(
+                (fixed * objectives).sum(), inputs, retain_graph=keep, materialize_grads=True
+            )
+            direction = torch.cat([g.reshape(-1) for g in grads])
+            same = self.weight_heads or bool((fixed == 1).all())
+            head_objective = fixed * objectives if same else objectives
+            if heads:
+                # Shared and head gradients in one all-reduce, as DDP would.
+                head_grads = torch.autograd.grad(
+                    head_objective.sum(), heads, retain_graph=retain_graph,
+                    allow_unused=True, materialize_grads=True,
+                )  # fmt: skip
+                flat = torch.cat([direction] + [g.reshape(-1) for g in head_grads])
+                flat = dist.all_reduce_mean(flat, group)
+                direction, rest = flat[: direction.numel()], flat[direction.numel() :]
+                _accumulate_flat(heads, rest)
+            else:
+                direction = dist.all_reduce_mean(direction, group)
+        else:
+            jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=keep)
+            torch.distributed.all_reduce(jac, group=group)
+            jac.div_(dist.world_size(group))
+            scale = 1.0 if scaler is None else float(scaler.get_scale())
+            if scale != 1.0:
+                jac = jac / scale
+            if scaler is not None and not bool(torch.isfinite(jac).all()):
+                direction = torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
+            else:
+                direction = self.aggregator(jac, union) * scale
+            if heads:
+                head_objective = objectives
+                weights = getattr(self.aggregator, "last_weights", None)
+                if self.weight_heads and weights is not None:
+                    head_objective = objectives * weights.detach().to(objectives)
+                head_grads = torch.autograd.grad(
+                    head_objective.sum(), heads, retain_graph=retain_graph,
+                    allow_unused=True, materialize_grads=True,
+                )  # fmt: skip
+                flat = torch.cat([g.reshape(-1) for g in head_grads])
+                _accumulate_flat(heads, dist.all_reduce_mean(flat, group))
+        _accumulate_flat(inputs, direction)
         return lam
 
     def _aggregate(
@@ -263,7 +380,10 @@ class Balancer:
             with torch.no_grad(), fairmtl.frozen_norm_stats(model):
                 balancer.observe(compute_losses(model, batch))
         """
-        self.weighting.observe(self._loss_vector(losses).detach())
+        observed = self._loss_vector(losses).detach()
+        if self._distributed_on():
+            observed = dist.all_reduce_mean(observed, self.process_group)
+        self.weighting.observe(observed)
 
     @property
     def needs_observe(self) -> bool:
@@ -298,6 +418,15 @@ def _resolve(spec: object, base: type, what: str) -> Any:
     if not isinstance(obj, base):
         raise TypeError(f"{what} must be a {base.__name__} or a registered name, got {spec!r}")
     return obj
+
+
+def _accumulate_flat(params: list[Tensor], flat: Tensor) -> None:
+    """Add consecutive slices of ``flat`` to the parameters' ``.grad``."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        _accumulate(p, flat[offset : offset + n].view_as(p))
+        offset += n
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:

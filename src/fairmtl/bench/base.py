@@ -249,6 +249,25 @@ class Benchmark(ABC):
     ) -> None:
         """Accumulate one evaluation batch into every task's metric."""
 
+    def shard(self, batch: Batch, rank: int, world: int) -> Batch:
+        """This rank's share of a batch under distributed training (contiguous chunks).
+
+        Every tensor whose first dimension is the batch size is split with
+        ``tensor_split``; other entries are kept. Override it for batches of another
+        structure (graphs). The run equals one process on the whole batch when the
+        batch size is divisible by the number of ranks (the task losses are means).
+        """
+        sizes = {item.shape[0] for item in batch if isinstance(item, Tensor) and item.ndim}
+        if len(sizes) != 1:
+            raise NotImplementedError(
+                f"benchmark {self.name!r}: cannot split this batch across ranks "
+                "(override Benchmark.shard)"
+            )
+        return tuple(
+            item.tensor_split(world)[rank] if isinstance(item, Tensor) and item.ndim else item
+            for item in batch
+        )
+
     def val_score(self, val: Mapping[str, float]) -> float:
         """Model-selection score of validation metrics (higher is better).
 

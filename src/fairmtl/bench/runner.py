@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -147,33 +148,95 @@ def train(
     cfg = bench.config(config).with_overrides(overrides)
     spec = parse_method(method, bench.num_tasks)
     key = run_key(bench.name, spec.text, config, overrides, seed)
-    say = log or (lambda _msg: None)
-    db = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    device, rank = _distributed_setup(torch.device(device))
+    say = (log or (lambda _msg: None)) if rank == 0 else (lambda _msg: None)
     ckpt_file = checkpoint_path(checkpoints, key)
-    device = torch.device(device)
 
-    if restart:
-        ckpt_file.unlink(missing_ok=True)
-    run_id = db.start_run(key=key, benchmark=bench.name, method=spec.text,
-                          config_name=config_label(config, overrides),
-                          config=cfg.to_dict(), seed=seed)  # fmt: skip
-    if restart:
-        db.reset_run(run_id)
+    # Rank 0 alone writes the store and the checkpoints; every rank reads the checkpoint
+    # (under torchrun, the checkpoint folder must be visible to every node).
+    db: ResultsStore | None = None
+    run_id = -1
+    if rank == 0:
+        db = store if isinstance(store, ResultsStore) else ResultsStore(store)
+        if restart:
+            ckpt_file.unlink(missing_ok=True)
+        run_id = db.start_run(key=key, benchmark=bench.name, method=spec.text,
+                              config_name=config_label(config, overrides),
+                              config=cfg.to_dict(), seed=seed)  # fmt: skip
+        if restart:
+            db.reset_run(run_id)
+    _barrier()
     checkpoint = load_checkpoint(ckpt_file, key)
     if checkpoint is not None and checkpoint.get("done"):
         say(f"{key}: already done (best epoch {checkpoint['best']['epoch']}); --restart to train again")
         final = {"val": checkpoint["best"]["val"], "test": checkpoint["best"]["test"]}
-        db.finish_run(run_id, final=final, best_epoch=checkpoint["best"]["epoch"],
-                      train_seconds=checkpoint["train_seconds"])  # fmt: skip
+        if db is not None:
+            db.finish_run(run_id, final=final, best_epoch=checkpoint["best"]["epoch"],
+                          train_seconds=checkpoint["train_seconds"])  # fmt: skip
         return RunResult(run_id, key, True, checkpoint["best"]["epoch"], final,
                          checkpoint["train_seconds"])  # fmt: skip
     try:
         return _train(bench, spec, cfg, key, seed, db, run_id, ckpt_file, checkpoint, device,
-                      progress, say, on_step)  # fmt: skip
+                      progress and rank == 0, say, on_step)  # fmt: skip
     except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
+        if db is not None and not isinstance(exc, KeyboardInterrupt):
             db.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _distributed_setup(device: torch.device) -> tuple[torch.device, int]:
+    """Join the torchrun job if there is one: ``(this rank's device, rank)``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised here (NCCL
+    on CUDA, gloo on CPU) unless the caller did it; ``device="cuda"`` becomes
+    ``cuda:LOCAL_RANK``. Each rank trains on its share of every batch and the
+    :class:`~fairmtl.Balancer` reduces the losses and per-task gradients across ranks.
+    """
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not (dist.is_available() and dist.is_initialized()):
+        return device, 0
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device, dist.get_rank()
+
+
+def _world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if _world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def _broadcast_float(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (e.g. the validation score for the LR schedule)."""
+    if _world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.broadcast(t, src=0)
+    return float(t)
+
+
+def _all_reduce_grads(params: list[Tensor]) -> None:
+    """Average ``.grad`` across ranks (single-task baselines: a plain backward pass)."""
+    if _world()[1] == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat.div_(_world()[1])
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
+        offset += n
 
 
 def _train(
@@ -182,7 +245,7 @@ def _train(
     cfg: TrainConfig,
     key: str,
     seed: int,
-    db: ResultsStore,
+    db: ResultsStore | None,
     run_id: int,
     ckpt_file: Path,
     checkpoint: dict[str, Any] | None,
@@ -245,7 +308,10 @@ def _train(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         tic = time.perf_counter()
+        rank, world = _world()
         for batch in bench.batches(data["train"], cfg.batch_size, gen, device):
+            if world > 1:
+                batch = bench.shard(batch, rank, world)
             optimizer.zero_grad(set_to_none=True)
             if features and balancer is not None:
                 z = model.represent(bench.inputs(batch))
@@ -255,6 +321,7 @@ def _train(
                 losses = bench.losses(model(bench.inputs(batch)), batch)
                 if balancer is None:
                     losses[stl].backward()
+                    _all_reduce_grads(params)
                 else:
                     balancer.backward(losses, shared=model.shared_parameters(),
                                       task_params=model.task_parameters())  # fmt: skip
@@ -282,9 +349,14 @@ def _train(
             bar.close()
         train_seconds += seconds
 
-        val = evaluate(bench, model, data["val"], cfg, device)
-        test = evaluate(bench, model, data["test"], cfg, device)
-        score = bench.val_score(val)
+        val: dict[str, float] = {}
+        test: dict[str, float] = {}
+        score = 0.0
+        if rank == 0:  # every rank holds the same model: one evaluates
+            val = evaluate(bench, model, data["val"], cfg, device)
+            test = evaluate(bench, model, data["test"], cfg, device)
+            score = bench.val_score(val)
+        score = _broadcast_float(score, device)
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(score)
@@ -295,9 +367,11 @@ def _train(
         mean_losses = (loss_sum / max(steps, 1)).tolist()
         train = {f"{t.name}/loss": v for t, v in zip(bench.tasks, mean_losses)}
         task_weights = None if weight_sum is None else (weight_sum / max(steps, 1)).tolist()
-        db.log_epoch(run_id, epoch=epoch + 1, metrics={"train": train, "val": val, "test": test},
-                     seconds=seconds, task_weights=task_weights,
-                     lr=float(optimizer.param_groups[0]["lr"]))  # fmt: skip
+        if db is not None:
+            db.log_epoch(run_id, epoch=epoch + 1,
+                         metrics={"train": train, "val": val, "test": test},
+                         seconds=seconds, task_weights=task_weights,
+                         lr=float(optimizer.param_groups[0]["lr"]))  # fmt: skip
         state = {
             "format": _FORMAT,
             "key": key,
@@ -312,16 +386,20 @@ def _train(
             "train_seconds": train_seconds,
             "best": best,
         }
-        save_atomic(state, ckpt_file)
+        if rank == 0:
+            save_atomic(state, ckpt_file)
+        _barrier()
         shown = ", ".join(f"{name} {value:.4g}" for name, value in val.items())
         say(f"{spec.text} epoch {epoch + 1}/{cfg.epochs}: {seconds:.1f}s, val {shown}")
 
     final = {"val": best["val"], "test": best["test"]}
-    db.finish_run(run_id, final=final, best_epoch=best["epoch"], train_seconds=train_seconds)
-    last = load_checkpoint(ckpt_file, key)
-    if last is not None:
-        last["done"] = True
-        save_atomic(last, ckpt_file)
+    if db is not None:
+        db.finish_run(run_id, final=final, best_epoch=best["epoch"], train_seconds=train_seconds)
+        last = load_checkpoint(ckpt_file, key)
+        if last is not None:
+            last["done"] = True
+            save_atomic(last, ckpt_file)
+    _barrier()
     return RunResult(run_id, key, False, best["epoch"], final, train_seconds)
 
 
