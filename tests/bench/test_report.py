@@ -97,3 +97,18 @@ def test_non_finite_results_are_shown_not_hidden(tmp_path: Path) -> None:
     _add(s, A, 0, 91.0, math.nan, 30.0)
     md = to_markdown(build_report(s, BENCH, "cpu"))
     assert "nan" in md
+
+
+def test_published_tables_are_printed_next_to_the_results() -> None:
+    from fairmtl.bench.published import PUBLISHED
+    from fairmtl.bench.report import published_markdown
+
+    assert published_markdown("multimnist") == ""  # no published table in the spec
+    for name, tables in PUBLISHED.items():
+        text = published_markdown(name)
+        for table in tables:
+            assert table.source in text
+            for method, value in table.delta_m.items():
+                assert f"| {method} |" in text and f"{value:g}" in text
+            if table.stl is not None:
+                assert "| STL | " + " | ".join(f"{v:g}" for v in table.stl) in text

@@ -165,6 +165,32 @@ def to_markdown(report: Report) -> str:
     return title + "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in report.notes) + "\n"
 
 
+def published_markdown(benchmark: str) -> str:
+    """The published tables of ``benchmark`` (:mod:`fairmtl.bench.published`), or ``""``."""
+    from fairmtl.bench.published import PUBLISHED
+
+    tables = PUBLISHED.get(benchmark, [])
+    parts = []
+    for table in tables:
+        header = ["Method"] + [f"{m.name} {'↑' if m.higher_is_better else '↓'}" for m in table.metrics]
+        header += ["MR ↓", "Δm% ↓"]
+        lines = [f"### Published: {table.source}", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+        if table.stl is not None:
+            lines.append("| STL | " + " | ".join(f"{v:g}" for v in table.stl) + " |  |  |")
+        methods = list(dict.fromkeys([*table.rows, *table.delta_m, *table.mean_rank]))
+        for method in methods:
+            row = table.rows.get(method)
+            cells = [f"{v:g}" for v in row] if row is not None else [""] * len(table.metrics)
+            mr, dm = table.mean_rank.get(method), table.delta_m.get(method)
+            cells += ["" if mr is None else f"{mr:g}", "" if dm is None else f"{dm:g}"]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        if table.notes:
+            lines += ["", table.notes]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + ("\n" if parts else "")
+
+
 def write_csv(report: Report, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -260,7 +286,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{report.benchmark}_{report.config}"
     md = out / f"{stem}_table.md"
-    md.write_text(to_markdown(report))
+    published = published_markdown(bench.name)
+    md.write_text(to_markdown(report) + ("\n" + published if published else ""))
     csv_path = out / f"{stem}_table.csv"
     write_csv(report, csv_path)
     paths = [md, csv_path]
