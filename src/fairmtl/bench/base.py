@@ -283,7 +283,10 @@ class Benchmark(ABC):
 
 
 _BENCHMARK_MODULES: dict[str, str] = {
+    "celeba": "fairmtl.bench.celeba",
     "multimnist": "fairmtl.bench.multimnist",
+    "nyuv2": "fairmtl.bench.nyuv2",
+    "cityscapes": "fairmtl.bench.cityscapes",
 }
 
 
