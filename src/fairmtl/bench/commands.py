@@ -178,8 +178,9 @@ def list_main(argv: list[str] | None = None) -> int:
     print("benchmarks:")
     for name in benchmark_names():
         bench = get_benchmark(name)
-        print(f"  {name}: tasks {', '.join(t.name for t in bench.tasks)}; "
-              f"configurations {', '.join(bench.configs)}")  # fmt: skip
+        names = [t.name for t in bench.tasks]
+        shown = ", ".join(names) if len(names) <= 12 else f"{', '.join(names[:3])}, ..., {names[-1]}"
+        print(f"  {name}: {len(names)} tasks ({shown}); configurations {', '.join(bench.configs)}")
         print(f"    default methods: {', '.join(bench.default_methods)}")
     print("methods (compose with '+', options with ':key=value,...'; 'stl:K' = single-task baseline):")
     print("  " + ", ".join(fairmtl.available()))
