@@ -98,3 +98,13 @@ def test_gradient_clipping_changes_the_trajectory(tmp_path: Path) -> None:
         a = store.epoch_metrics(free.run_id)["train"]["left/loss"]
         b = store.epoch_metrics(clipped.run_id)["train"]["left/loss"]
     assert a[-1][1] < b[-1][1]  # tiny steps: the clipped run has barely moved
+
+
+def test_single_task_baselines_are_selected_on_their_own_task(tmp_path: Path) -> None:
+    """An stl:K run's best epoch follows task K's validation metric, not the untrained heads."""
+    with ResultsStore(tmp_path / "r.db") as store:
+        result = train("multimnist", "stl:1", "cpu", overrides={**TINY, "epochs": 3, "select": "best"},
+                       store=store, checkpoints=tmp_path / "ck", progress=False, log=None)  # fmt: skip
+        curve = store.epoch_metrics(result.run_id)["val"]["right/acc"]
+    best = max(curve, key=lambda ev: (ev[1], -ev[0]))
+    assert result.best_epoch == best[0]

@@ -273,6 +273,7 @@ class Benchmark(ABC):
 
         Default: the mean over all metrics of ``+value`` (higher is better) or ``-value``
         (lower is better). Benchmarks with a single-task baseline may use Delta m instead.
+        (Single-task baseline runs, ``stl:K``, are selected on task K's metrics alone.)
         """
         total = 0.0
         columns = self.metric_columns()
@@ -284,9 +285,10 @@ class Benchmark(ABC):
 
 _BENCHMARK_MODULES: dict[str, str] = {
     "celeba": "fairmtl.bench.celeba",
+    "cityscapes": "fairmtl.bench.cityscapes",
     "multimnist": "fairmtl.bench.multimnist",
     "nyuv2": "fairmtl.bench.nyuv2",
-    "cityscapes": "fairmtl.bench.cityscapes",
+    "qm9": "fairmtl.bench.qm9",
 }
 
 

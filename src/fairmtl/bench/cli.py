@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "suite": ("fairmtl.bench.commands", "suite_main", "train baselines + methods, then report"),
     "report": ("fairmtl.bench.commands", "report_main", "tables and plots from the results database"),
     "list": ("fairmtl.bench.commands", "list_main", "benchmarks, configurations and methods"),
+    "mt10": ("fairmtl.bench.mt10", "main", "multi-task SAC on Meta-World MT10 (FairGrad Table 4)"),
     "toy": ("fairmtl.bench.toy", "main", "two-task toy benchmark (FairGrad Fig. 1, Nash-MTL, CAGrad)"),
 }
 

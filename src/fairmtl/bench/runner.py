@@ -357,7 +357,7 @@ def _train(
             # Benchmarks that report on their validation set (NYUv2, Cityscapes) pass the
             # same split twice: evaluate it once.
             test = val if data["test"] is data["val"] else evaluate(bench, model, data["test"], cfg, device)
-            score = bench.val_score(val)
+            score = bench.val_score(val) if stl is None else _task_score(bench, val, stl)
         score = _broadcast_float(score, device)
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -403,6 +403,18 @@ def _train(
             save_atomic(last, ckpt_file)
     _barrier()
     return RunResult(run_id, key, False, best["epoch"], final, train_seconds)
+
+
+def _task_score(bench: Benchmark, val: Mapping[str, float], task: int) -> float:
+    """Model-selection score of a single-task baseline: its own task's metrics only.
+
+    The mean of ``+value`` (higher is better) or ``-value`` over task ``task``'s metrics;
+    the other heads are untrained in such a run and must not decide its best epoch.
+    """
+    spec = bench.tasks[task]
+    values = [val[f"{spec.name}/{m.name}"] * (1.0 if m.higher_is_better else -1.0) for m in spec.metrics]
+    score = sum(values) / len(values)
+    return score if math.isfinite(score) else -math.inf
 
 
 def _effective_weights(balancer: Any) -> Tensor:
