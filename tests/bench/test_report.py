@@ -112,3 +112,23 @@ def test_published_tables_are_printed_next_to_the_results() -> None:
                 assert f"| {method} |" in text and f"{value:g}" in text
             if table.stl is not None:
                 assert "| STL | " + " | ".join(f"{v:g}" for v in table.stl) in text
+
+
+def test_success_report_best_and_final_over_training(tmp_path: Path) -> None:
+    """Reinforcement-learning runs: the best mean success over training (as published) and
+    the final one, per method, with each task at the best evaluation and T against LS."""
+    from fairmtl.bench.report import success_report
+
+    s = ResultsStore(tmp_path / "r.db")
+    curves = {A: [0.1, 0.5, 0.3], B: [0.2, 0.4, 0.45]}
+    for method, curve in curves.items():
+        run = s.start_run(key=method, benchmark="rl", method=method, config_name="cpu",
+                          config={"eval_every": 100}, seed=0)  # fmt: skip
+        for epoch, mean in enumerate(curve, 1):
+            s.log_epoch(run, epoch=epoch, seconds=2.0 if method == A else 5.0,
+                        metrics={"eval": {"mean/success": mean, "t0/success": mean * 2,
+                                          "t1/success": 0.0}})  # fmt: skip
+    text, paths = success_report(s, "rl", "cpu", tmp_path / "out", plots=False)
+    assert f"| {A} | 0 | 0.500 | 0.300 | 1.00 | running | 300 | 1.00 | 0.00 |" in text
+    assert f"| {B} | 0 | 0.450 | 0.450 | 2.50 | running | 300 | 0.90 | 0.00 |" in text
+    assert paths[0].read_text().startswith(text)

@@ -141,12 +141,32 @@ def _report(args: argparse.Namespace, bench: Any, overrides: dict[str, Any]) -> 
     return 0
 
 
+_SUCCESS_BENCHMARKS = ("mt10",)
+"""Benchmarks trained by their own loop (``fairmtl mt10``) and reported by success rate."""
+
+
+def _success_report(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from fairmtl.bench.report import success_report
+    from fairmtl.bench.runner import config_label
+    from fairmtl.bench.store import ResultsStore
+
+    if not Path(args.db).exists():
+        raise LookupError(f"results database {args.db} does not exist (train something first)")
+    with ResultsStore(args.db) as store:
+        text, paths = success_report(store, args.benchmark, config_label(args.config, overrides),
+                                     Path(args.out) / args.benchmark, plots=not args.no_plots)  # fmt: skip
+    print(text)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def report_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fairmtl report",
         description="Write the comparison table (Markdown, CSV) and plots of a benchmark from the results database.",
     )
-    parser.add_argument("benchmark", help=f"one of: {', '.join(benchmark_names())}")
+    parser.add_argument("benchmark", help=f"one of: {', '.join([*benchmark_names(), *_SUCCESS_BENCHMARKS])}")
     parser.add_argument("--config", default="cpu", help="configuration (default: cpu)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="the overrides the runs were trained with")  # fmt: skip
@@ -159,6 +179,8 @@ def report_main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from fairmtl.bench.base import get_benchmark
 
+        if args.benchmark in _SUCCESS_BENCHMARKS:  # reinforcement learning: its own loop
+            return _success_report(args, overrides)
         bench = get_benchmark(args.benchmark)
         if not Path(args.db).exists():
             raise LookupError(f"results database {args.db} does not exist (train something first)")

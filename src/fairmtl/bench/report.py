@@ -294,3 +294,91 @@ def write_report(
     if plots:
         paths += plot_report(store, report, out)
     return report, paths
+
+
+def success_report(
+    store: ResultsStore, benchmark: str, config: str, out: str | Path, plots: bool = True
+) -> tuple[str, list[Path]]:
+    """The reinforcement-learning table (MT10, FairGrad Table 4) and success curves.
+
+    One row per method: the best mean success rate over training (as published) and the
+    final one, mean ± standard error over seeds, each task's success at the best
+    evaluation, and T (training time relative to LS). The published table follows.
+    """
+    runs = store.runs(benchmark=benchmark, config_name=config)
+    runs = [r for r in runs if store.epoch_seconds(r.id)]
+    if not runs:
+        raise LookupError(f"no runs of {benchmark!r} with configuration {config!r} in {store.path}")
+    by_method: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_method[run.method].append(run)
+    tasks: list[str] = []
+    rows: list[tuple[str, list[int], tuple[float, float], tuple[float, float], list[float], str, int]] = []
+    times: dict[str, float] = {}
+    for method in sorted(by_method, key=lambda m: (m != _TIME_REFERENCE, m)):
+        group = sorted(by_method[method], key=lambda r: r.seed)
+        best: list[float] = []
+        final: list[float] = []
+        per_task: dict[str, list[float]] = defaultdict(list)
+        status: set[str] = set()
+        for run in group:
+            curve = store.epoch_metrics(run.id).get("eval", {})
+            means = curve.get("mean/success", [])
+            top = max(means, key=lambda ev: (ev[1], -ev[0]))
+            best.append(top[1])
+            final.append(means[-1][1])
+            for name, values in curve.items():
+                if name != "mean/success":
+                    per_task[name].append(dict(values)[top[0]])
+            status.add(run.status)
+        tasks = sorted(per_task) if not tasks else tasks
+        seconds = [r.train_seconds or sum(s for _, s in store.epoch_seconds(r.id)) for r in group]
+        times[method] = sum(seconds) / len(seconds)
+        steps = [e for e, _ in store.epoch_seconds(group[0].id)][-1] * int(group[0].config.get("eval_every", 1))
+        rows.append((method, [r.seed for r in group], _stats(best), _stats(final),
+                     [_stats(per_task[t])[0] for t in tasks], "/".join(sorted(status)), steps))  # fmt: skip
+    ratios = relative_time(times, _TIME_REFERENCE) if times.get(_TIME_REFERENCE) else {}
+    head = ["Method", "seeds", "best mean success ↑", "final mean success ↑", "T", "status", "steps"]
+    head += [t.removesuffix("/success") for t in tasks]
+    lines = [f"## {benchmark} ({config})", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, seeds, b, f, per, run_status, steps in rows:
+        t = ratios.get(method)
+        cells = [method, " ".join(map(str, seeds)), _fmt(*b, digits=3), _fmt(*f, digits=3),
+                 "" if t is None else f"{t:.2f}", run_status, str(steps)] + [f"{v:.2f}" for v in per]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        (
+            "- Success rates of the deterministic policy at each evaluation; best = the best "
+            "mean over training (as published), per-task columns at that evaluation; mean ± "
+            "standard error over seeds. T = training time relative to LS on this machine."
+        ),
+    ]
+    text = "\n".join(lines) + "\n"
+    published = published_markdown(benchmark)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{benchmark}_{config}_table.md"
+    md.write_text(text + ("\n" + published if published else ""))
+    paths = [md]
+    if plots:
+        require("matplotlib", "plot")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for method, group in sorted(by_method.items()):
+            every = int(group[0].config.get("eval_every", 1))
+            curves = [store.epoch_metrics(r.id).get("eval", {}).get("mean/success", []) for r in group]
+            epochs, avg = _mean_curve(curves)
+            ax.plot([e * every for e in epochs], avg, label=method)
+        ax.set_xlabel("environment steps (all tasks per step)")
+        ax.set_ylabel("mean success rate")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / f"{benchmark}_{config}_success.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return text, paths
