@@ -831,6 +831,7 @@ class ShapeResult:
     times: dict[Key, list[float]] = field(default_factory=dict)
     errors: dict[Key, str] = field(default_factory=dict)
     memory_mib: dict[Key, float] = field(default_factory=dict)
+    memory_errors: dict[Key, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def median_ms(self, key: Key) -> float | None:
@@ -1264,6 +1265,9 @@ def shape_table(res: ShapeResult, methods: Sequence[str]) -> str:
     def cell(key: Key, text: str) -> str:
         return "error" if key in res.errors else text
 
+    def mem_cell(key: Key, text: str) -> str:
+        return "error" if key in res.memory_errors else cell(key, text)
+
     for m in methods:
         ours, feat, tjd, ref = (("fairmtl", m), ("features", m), ("torchjd", m), ("reference", m))
         t_ours, t_feat = res.median_ms(ours), res.median_ms(feat)
@@ -1278,11 +1282,11 @@ def shape_table(res: ShapeResult, methods: Sequence[str]) -> str:
             cell(tjd, _ratio(t_ours, t_tjd)),
             cell(ref, _ms(t_ref)),
             cell(ref, _ratio(t_ours, t_ref)),
-            cell(ours, _mib(mem)),
-            cell(ours, _ratio(mem, mem_base)),
-            cell(feat, _mib(res.memory_mib.get(feat))),
-            cell(tjd, _mib(res.memory_mib.get(tjd))),
-            cell(ref, _mib(res.memory_mib.get(ref))),
+            mem_cell(ours, _mib(mem)),
+            mem_cell(ours, _ratio(mem, mem_base)),
+            mem_cell(feat, _mib(res.memory_mib.get(feat))),
+            mem_cell(tjd, _mib(res.memory_mib.get(tjd))),
+            mem_cell(ref, _mib(res.memory_mib.get(ref))),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -1406,6 +1410,9 @@ def notes(
     errors = [
         f"{res.name} / {impl} / {m}: {text}" for res in results
         for (impl, m), text in res.errors.items()
+    ] + [
+        f"{res.name} / {impl} / {m} (memory run): {text}" for res in results
+        for (impl, m), text in res.memory_errors.items()
     ]  # fmt: skip
     if errors:
         out.append("Failed runs (shown as 'error'): " + "; ".join(errors) + ".")
@@ -1503,7 +1510,7 @@ def _cpu_name() -> str:
 
 
 def header(argv: Sequence[str], args: argparse.Namespace, load_before: str, load_after: str,
-           settings: Settings) -> str:  # fmt: skip
+           settings: Settings, wall: str) -> str:  # fmt: skip
     cmd = shlex.join(["python", "benchmarks/speed_suite.py", *argv])
     date = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     dev = args.device_obj
@@ -1523,7 +1530,8 @@ def header(argv: Sequence[str], args: argparse.Namespace, load_before: str, load
         f"Shapes: lenet batch {settings.lenet_batch}; celeba batch {settings.celeba_batch}; "
         f"segnet batch {settings.segnet_batch} at {h} x {w}, width / "
         f"{settings.segnet_width_div}; rounds {args.rounds}, warm-up steps {args.warmup}  \n"
-        f"1-minute load average before / after the timing: {load_before} / {load_after}  \n"
+        f"1-minute load average before / after the timing: {load_before} / {load_after}; "
+        f"wall time: {wall}  \n"
         f"Date: {date}\n"
     )
 
@@ -1619,6 +1627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device_obj
 
     load_before = _load_average()
+    start = time.perf_counter()
     results = [time_shape(s, settings, device, methods, args) for s in args.shapes]
 
     solver_rows: list[SolverRow] = []
@@ -1634,8 +1643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             torch.set_num_threads(threads)
     load_after = _load_average()
+    wall = f"timing {time.perf_counter() - start:.0f} s"
 
     if args.memory and device.type == "cpu":
+        start = time.perf_counter()
         jobs = [
             (res.name, impl, m) for res in results for (impl, m) in res.times
             if impl in IMPLS
@@ -1644,11 +1655,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         by_shape = {res.name: res for res in results}
         for (shape, impl, m), value in measured.items():
             if isinstance(value, str):
-                by_shape[shape].errors[(impl, m)] = f"memory run: {value}"
+                by_shape[shape].memory_errors[(impl, m)] = value
             else:
                 by_shape[shape].memory_mib[(impl, m)] = value
+        wall += f", memory {time.perf_counter() - start:.0f} s"
 
-    parts = [header(argv, args, load_before, load_after, settings)]
+    parts = [header(argv, args, load_before, load_after, settings, wall)]
     for res in results:
         parts.append(
             f"## {res.name}\n\n{res.description}. Median over {res.rounds} interleaved rounds "
