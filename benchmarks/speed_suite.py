@@ -143,6 +143,7 @@ import datetime as _dt
 import gc
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import json
 import math
@@ -185,6 +186,7 @@ MAX_AUTO_STEPS = 20
 MEMORY_STEPS = 2
 EPOCH_STEPS = 2  # loss-balancing warm-up: this many one-step epochs ...
 EPOCH_SKIP = 3  # ... then this many more end_epoch() calls (IGBv2 reaches use_epoch 6)
+SLOW_STEP_S = 1.0  # Jacobian runners this slow: only the first of an implementation warms up
 SOLVER_DIM = 512
 SOLVER_BUDGET_S = 3.0  # per solver and K: stop adding timed calls after this long
 SEGNET_HEADS = (("segmentation", 13), ("depth", 1), ("normal", 3))
@@ -603,6 +605,27 @@ def make_reference_solver(name: str, k: int) -> ReferenceSolver:
 # ----------------------------------------------------------------------------------------
 
 
+def blas_threads(n: int) -> contextlib.AbstractContextManager[Any]:
+    """Limit numpy's/scipy's BLAS to ``n`` threads inside the block (needs threadpoolctl).
+
+    The reference solvers call BLAS on K x K matrices; a multi-threaded BLAS waiting for a
+    busy core made SLSQP at K = 40 twenty times slower on a loaded 2-core machine.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def _blas_note() -> str:
+    return (
+        "limited like torch's"
+        if importlib.util.find_spec("threadpoolctl") is not None
+        else "not limited (threadpoolctl missing)"
+    )
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -740,7 +763,10 @@ class ReferenceRunner(Runner):
             w.optimizer.step()
             return
         head_grads = torch.autograd.grad(
-            torch.stack(losses).sum(), w.heads, retain_graph=True, allow_unused=True,
+            torch.stack(losses).sum(),
+            w.heads,
+            retain_graph=True,
+            allow_unused=True,
             materialize_grads=True,
         )
         rows = []
@@ -832,6 +858,7 @@ class ShapeResult:
     errors: dict[Key, str] = field(default_factory=dict)
     memory_mib: dict[Key, float] = field(default_factory=dict)
     memory_errors: dict[Key, str] = field(default_factory=dict)
+    unwarmed: list[Key] = field(default_factory=list)
     seconds: float = 0.0
 
     def median_ms(self, key: Key) -> float | None:
@@ -842,6 +869,21 @@ class ShapeResult:
 def _error(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ").replace("|", "/")
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def uses_jacobian(key: Key, k: int) -> bool:
+    """Whether a runner computes the (K, m) Jacobian of the shared parameters every step."""
+    impl, method = key
+    if impl in ("torchjd", "jacobian"):
+        return True
+    if impl == "reference":
+        return method != "ls"
+    if impl != "fairmtl":
+        return False
+    cls = lookup(method)
+    if not issubclass(cls, Aggregator) or cls.features_only:
+        return False
+    return fairmtl.make(method).fixed_weights(k) is None
 
 
 def auto_steps(step_seconds: float | None) -> int:
@@ -865,16 +907,23 @@ def time_shape(
     result = ShapeResult(name, workload.description, workload.k)
     runners: dict[Key, Runner] = {}
     steps: dict[Key, int] = {}
+    slow: set[str] = set()  # implementations whose Jacobian runners take >= SLOW_STEP_S
     for key in planned_keys(workload, methods, args.torchjd, args.reference):
+        jac = uses_jacobian(key, workload.k)
+        warmup = 0 if jac and key[0] in slow and args.rounds >= 3 else args.warmup
         try:
             runner = make_runner(workload, *key)
-            last = runner.warm_up(args.warmup, lambda: _sync(device))
+            last = runner.warm_up(warmup, lambda: _sync(device))
         except Exception as exc:  # noqa: BLE001 (a failing method must not stop the suite)
             result.errors[key] = _error(exc)
             print(f"[{name}] {key[0]} {key[1]}: {result.errors[key]}", file=sys.stderr)
             continue
         runners[key] = runner
         steps[key] = args.steps or auto_steps(last)
+        if jac and last is not None and last >= SLOW_STEP_S:
+            slow.add(key[0])
+        if warmup < args.warmup:
+            result.unwarmed.append(key)
     print(f"[{name}] {len(runners)} runners warmed up ({time.perf_counter() - start:.0f} s)",
           file=sys.stderr)  # fmt: skip
     result.steps, result.rounds = steps, args.rounds
@@ -1220,7 +1269,7 @@ def run_memory_children(
 
 
 def _steps_text(steps: dict[Key, int]) -> str:
-    """"n step(s)" or "n to m steps (per runner: ...)" for a shape's steps per round."""
+    """The steps per round of a shape, as text ("n step(s)" or "n to m steps ...")."""
     values = sorted(set(steps.values())) or [0]
     if len(values) == 1:
         return f"{values[0]} step(s)"
@@ -1385,6 +1434,22 @@ def notes(
             f"Solver speed-up at K = {k_max} (target >= {TARGET_SPEEDUP:g}x){target}: "
             f"met by {_names(ok)}; missed by {_names(bad)}."
         )
+        off_rows = [r for r in solver_rows if not r.cosine > 0.999]
+        if off_rows:
+            text = (
+                "The reference does not reach the exact direction for "
+                + ", ".join(f"{r.method} at K = {r.k} ({r.cosine:.3f})" for r in off_rows)
+                + " (direction cosine below 0.999)."
+            )
+            if any(r.method == "nash-mtl" for r in off_rows):
+                text += (
+                    " Nash-MTL: the reference's convex subproblem can be unbounded (cvxpy "
+                    "returns no solution), after which it keeps its previous weights, as the "
+                    "original code does; its time is then that of a failed solve."
+                )
+            if any(r.method == "mgda" for r in off_rows):
+                text += " MGDA: Frank-Wolfe stops on its 1e-5 step criterion before the optimum."
+            out.append(text)
     # Jacobian floor
     if floors:
         ok = [f"{m} ({100 * f:.1f} %)" for m, _, _, f in floors if f <= TARGET_FLOOR]
@@ -1407,6 +1472,14 @@ def notes(
         if refs:
             text = ", ".join(f"{m} {b / a:.2f}x" for m, a, b in refs)
             out.append(f"Reference step time ÷ fairmtl's on {res.name}: {text}.")
+    for res in results:
+        if res.unwarmed:
+            out.append(
+                f"On {res.name}, {len(res.unwarmed)} runners that compute the Jacobian skipped "
+                f"their warm-up step, because one of the same implementation had taken more than "
+                f"{SLOW_STEP_S:g} s per step: their first timed round is their warm-up, which the "
+                f"median over {res.rounds} rounds leaves out."
+            )
     errors = [
         f"{res.name} / {impl} / {m}: {text}" for res in results
         for (impl, m), text in res.errors.items()
@@ -1526,7 +1599,7 @@ def header(argv: Sequence[str], args: argparse.Namespace, load_before: str, load
         f"Command: `PYTHONPATH=src {cmd}`  \n"
         f"fairmtl {fairmtl.__version__}, {versions}, Python {platform.python_version()}  \n"
         f"Device: {device}; CPUs: {os.cpu_count()}; torch threads: {args.threads_used} "
-        f"(solver-only part: {args.solver_threads})  \n"
+        f"(solver-only part: {args.solver_threads}); BLAS threads: {_blas_note()}  \n"
         f"Shapes: lenet batch {settings.lenet_batch}; celeba batch {settings.celeba_batch}; "
         f"segnet batch {settings.segnet_batch} at {h} x {w}, width / "
         f"{settings.segnet_width_div}; rounds {args.rounds}, warm-up steps {args.warmup}  \n"
@@ -1628,7 +1701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = _load_average()
     start = time.perf_counter()
-    results = [time_shape(s, settings, device, methods, args) for s in args.shapes]
+    with blas_threads(args.threads_used):
+        results = [time_shape(s, settings, device, methods, args) for s in args.shapes]
 
     solver_rows: list[SolverRow] = []
     solver_errors: list[str] = []
@@ -1636,10 +1710,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads = torch.get_num_threads()
         torch.set_num_threads(args.solver_threads)
         try:
-            solver_rows, solver_errors = bench_solvers(
-                [m for m in SOLVER_METHODS if m in methods], args.solver_ks,
-                args.solver_repeats, args.seed, device,
-            )  # fmt: skip
+            with blas_threads(args.solver_threads):
+                solver_rows, solver_errors = bench_solvers(
+                    [m for m in SOLVER_METHODS if m in methods], args.solver_ks,
+                    args.solver_repeats, args.seed, device,
+                )  # fmt: skip
         finally:
             torch.set_num_threads(threads)
     load_after = _load_average()
