@@ -13,6 +13,7 @@ from fairmtl import distributed as dist
 from fairmtl._registry import make
 from fairmtl.aggregators.base import Aggregator, GramianWeighting
 from fairmtl.errors import InvalidLossError
+from fairmtl.jacobian import METHODS as JACOBIAN_METHODS
 from fairmtl.jacobian import JacobianMethod, jacobian
 from fairmtl.transforms import Identity, LossTransform
 from fairmtl.weighting.base import Weighting
@@ -46,7 +47,9 @@ class Balancer:
         transform: a :class:`LossTransform` or name (default: the weighting's
             ``default_transform``, e.g. log for IGB and SI, else identity).
         num_tasks: K, if known; otherwise fixed by the first call.
-        jacobian_method: ``"batched"`` (one vmapped backward) or ``"loop"`` (K backwards).
+        jacobian_method: ``"auto"`` (default: ``"loop"`` on the CPU, ``"batched"`` on
+            accelerators; see :mod:`fairmtl.jacobian`), ``"batched"`` (one vmapped
+            backward) or ``"loop"`` (K backward passes).
         check_losses: validate the losses every step (one host sync; disable for speed).
         weight_heads: give each head the gradient of its loss times the aggregator's weight
             ``w_i`` too (Nash-MTL's and MGDA-UB's reference code do this). Needs a
@@ -70,7 +73,7 @@ class Balancer:
         transform: LossTransform | str | None = None,
         *,
         num_tasks: int | None = None,
-        jacobian_method: JacobianMethod = "batched",
+        jacobian_method: JacobianMethod = "auto",
         check_losses: bool = True,
         weight_heads: bool = False,
         distributed: bool | None = None,
@@ -86,9 +89,10 @@ class Balancer:
         if num_tasks is not None and (not isinstance(num_tasks, int) or num_tasks < 1):
             raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
         self.num_tasks = num_tasks
-        if jacobian_method not in ("loop", "batched"):
+        if jacobian_method not in JACOBIAN_METHODS:
             raise ValueError(
-                f"jacobian_method must be 'loop' or 'batched', got {jacobian_method!r}"
+                f"jacobian_method must be one of {', '.join(map(repr, JACOBIAN_METHODS))}, "
+                f"got {jacobian_method!r}"
             )
         self.jacobian_method: JacobianMethod = jacobian_method
         self.check_losses = check_losses

@@ -14,7 +14,12 @@ from fairmtl.solvers import SolverInfo
 
 
 def check_jacobian(jacobian: Tensor) -> Tensor:
-    """Check that ``jacobian`` is a finite floating (K, m) matrix with K >= 1, m >= 1."""
+    """Check that ``jacobian`` is a floating (K, m) matrix with K >= 1, m >= 1.
+
+    Finiteness is checked by :func:`check_finite_rows` on a (K,) summary of the rows
+    (the Gram matrix's diagonal, or the row sums), not on the K x m entries: ``isfinite``
+    over a 40 x 5.2M Jacobian took 2 s on one CPU thread, half the cost of computing it.
+    """
     if not isinstance(jacobian, Tensor):
         raise TypeError(f"jacobian must be a torch.Tensor, got {type(jacobian).__name__}")
     if jacobian.ndim != 2 or jacobian.shape[0] == 0 or jacobian.shape[1] == 0:
@@ -23,11 +28,34 @@ def check_jacobian(jacobian: Tensor) -> Tensor:
         )
     if not jacobian.dtype.is_floating_point:
         raise TypeError(f"jacobian must be floating point, got {jacobian.dtype}")
+    return jacobian
+
+
+def check_finite_rows(jacobian: Tensor, summary: Tensor | None = None) -> None:
+    """Raise a ValueError naming the first task whose gradient has a NaN or infinite entry.
+
+    ``summary`` is a (K,) vector that is finite whenever the rows are and non-finite
+    whenever a row is not: the row sums (the default; one read of the Jacobian) or the
+    Gram matrix's diagonal ``||g_i||^2`` (free once the Gram matrix exists). Only when it
+    is not finite are the entries themselves examined: a finite row whose sum or squared
+    norm overflows is not an error here (a Gram matrix that overflows is one for the
+    solvers, which say so).
+    """
+    if summary is None:
+        summary = jacobian.sum(dim=1)
+    if bool(torch.isfinite(summary).all()):
+        return
     finite = torch.isfinite(jacobian).all(dim=1)
     if not bool(finite.all()):
         task = int((~finite).nonzero()[0])
         raise ValueError(f"the gradient of task {task} has non-finite entries")
-    return jacobian
+
+
+def gram_matrix(jacobian: Tensor) -> Tensor:
+    """``J J^T`` of a Jacobian, after checking its rows are finite (:func:`check_finite_rows`)."""
+    gram = jacobian @ jacobian.T
+    check_finite_rows(jacobian, gram.diagonal())
+    return gram
 
 
 def check_gram_shape(gram: Tensor) -> Tensor:
@@ -83,9 +111,14 @@ class Aggregator(ABC):
     requires_losses: bool = False
     features_only: bool = False
     deterministic: bool = True
+    checks_finite: bool = False
+    """``aggregate`` checks the rows' finiteness itself (through :func:`gram_matrix`) before
+    it changes any state; otherwise ``__call__`` checks the row sums first."""
 
     def __call__(self, jacobian: Tensor, losses: Tensor | None = None) -> Tensor:
         jacobian = check_jacobian(jacobian)
+        if not self.checks_finite:
+            check_finite_rows(jacobian)
         if self.requires_losses:
             losses = check_losses(losses, jacobian.shape[0], type(self).__name__)
         return self.aggregate(jacobian, losses)
@@ -139,8 +172,10 @@ class GramianWeighting(Aggregator):
     def gram_weights(self, gram: Tensor) -> Tensor:
         """Weights (K,) for a (K, K) Gram matrix (any floating dtype)."""
 
+    checks_finite = True
+
     def aggregate(self, jacobian: Tensor, losses: Tensor | None = None) -> Tensor:
-        gram = jacobian @ jacobian.T
+        gram = gram_matrix(jacobian)
         w = self.gram_weights(gram).to(jacobian.dtype)
         self.last_weights = w
         return w @ jacobian

@@ -11,7 +11,7 @@ from torch import Tensor
 from fairmtl._checks import check_real
 from fairmtl._random import RandomStream
 from fairmtl._registry import register
-from fairmtl.aggregators.base import Aggregator, check_gram_shape
+from fairmtl.aggregators.base import Aggregator, check_gram_shape, gram_matrix
 
 
 def gradvac_coefficients(
@@ -85,6 +85,8 @@ class GradVac(Aggregator):
         seed: seed of the order stream (``None``: drawn from torch's global generator).
     """
 
+    checks_finite = True  # through gram_matrix()
+
     deterministic = False
 
     def __init__(self, beta: float = 0.01, seed: int | None = None) -> None:
@@ -113,7 +115,7 @@ class GradVac(Aggregator):
         return coef.sum(dim=0).to(device=gram.device, dtype=gram.dtype)
 
     def aggregate(self, jacobian: Tensor, losses: Tensor | None = None) -> Tensor:
-        return self.weights(jacobian @ jacobian.T) @ jacobian
+        return self.weights(gram_matrix(jacobian)) @ jacobian
 
     @property
     def phi_hat(self) -> Tensor | None:

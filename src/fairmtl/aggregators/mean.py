@@ -13,6 +13,8 @@ from fairmtl.aggregators.base import GramianWeighting
 class Mean(GramianWeighting):
     """``d = (1/K) sum_i g_i``: every weight is 1/K."""
 
+    checks_finite = False  # aggregate() sums the rows without a Gram matrix
+
     def gram_weights(self, gram: Tensor) -> Tensor:
         k = gram.shape[0]
         return torch.full((k,), 1.0 / k, dtype=gram.dtype, device=gram.device)

@@ -13,6 +13,8 @@ from fairmtl.aggregators.base import GramianWeighting
 class Sum(GramianWeighting):
     """``d = sum_i g_i``: every weight is 1. The baseline of every paper (LS / EW)."""
 
+    checks_finite = False  # aggregate() sums the rows without a Gram matrix
+
     def gram_weights(self, gram: Tensor) -> Tensor:
         return torch.ones(gram.shape[0], dtype=gram.dtype, device=gram.device)
 
