@@ -72,6 +72,22 @@ def test_loop_and_batched_jacobians_agree(aggregator: str, transform: object) ->
         torch.testing.assert_close(batched[name], looped[name], rtol=1e-10, atol=1e-12)
 
 
+def test_auto_jacobian_is_the_loop_on_cpu() -> None:
+    """The default ("auto") takes the K-pass loop on the CPU: bit-identical gradients."""
+    from fairmtl.jacobian import resolve_method
+
+    assert resolve_method("auto", torch.device("cpu")) == "loop"
+    assert resolve_method("auto", torch.device("meta")) == "batched"
+    with pytest.raises(ValueError, match="method must be one of"):
+        resolve_method("vmap", torch.device("cpu"))
+    torch.manual_seed(0)
+    model = TwoHeadNet().double()
+    auto = run_step(model, fairmtl.Balancer("fairgrad"))
+    looped = run_step(model, fairmtl.Balancer("fairgrad", jacobian_method="loop"))
+    for name in auto:
+        assert torch.equal(auto[name], looped[name]), name
+
+
 def test_sum_aggregator_equals_plain_backward_of_the_summed_loss() -> None:
     torch.manual_seed(1)
     model = TwoHeadNet().double()

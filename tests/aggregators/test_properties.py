@@ -111,3 +111,13 @@ def test_bad_jacobians_are_clear_errors(name) -> None:
     bad[2, 1] = float("nan")
     with pytest.raises(ValueError, match="task 2"):
         agg(bad, torch.ones(3))
+    # Infinite entries too, also when they cancel in the row's sum (inf - inf), and the
+    # rejected Jacobian leaves the method's state as it was.
+    agg(torch.randn(3, 4), torch.ones(3))
+    before = copy.deepcopy(agg.state_dict())
+    for row, entries in ((1, [float("inf")]), (0, [float("inf"), float("-inf")])):
+        bad = torch.randn(3, 4)
+        bad[row, : len(entries)] = torch.tensor(entries)
+        with pytest.raises(ValueError, match=f"task {row}"):
+            agg(bad, torch.ones(3))
+    assert repr(agg.state_dict()) == repr(before)
