@@ -242,12 +242,8 @@ class Balancer:
             direction = self._aggregate(objectives, inputs, losses, scaler)
 
         if heads:
-            head_objective = objectives
-            weights = getattr(self.aggregator, "last_weights", None)
-            if self.weight_heads and weights is not None:
-                head_objective = objectives * weights.detach().to(objectives)
             head_grads = torch.autograd.grad(
-                head_objective.sum(),
+                self._head_objective(objectives).sum(),
                 heads,
                 retain_graph=retain_graph or features is not None,
                 allow_unused=True,
@@ -341,23 +337,27 @@ class Balancer:
             scale = 1.0 if scaler is None else float(scaler.get_scale())
             if scale != 1.0:
                 jac = jac / scale
-            if scaler is not None and not bool(torch.isfinite(jac).all()):
+            if scaler is not None and _overflowed(jac):
                 direction = torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
             else:
                 direction = self.aggregator(jac, union) * scale
             if heads:
-                head_objective = objectives
-                weights = getattr(self.aggregator, "last_weights", None)
-                if self.weight_heads and weights is not None:
-                    head_objective = objectives * weights.detach().to(objectives)
                 head_grads = torch.autograd.grad(
-                    head_objective.sum(), heads, retain_graph=retain_graph,
+                    self._head_objective(objectives).sum(), heads, retain_graph=retain_graph,
                     allow_unused=True, materialize_grads=True,
                 )  # fmt: skip
                 flat = torch.cat([g.reshape(-1) for g in head_grads])
                 _accumulate_flat(heads, dist.all_reduce_mean(flat, group))
         _accumulate_flat(inputs, direction)
         return lam
+
+    def _head_objective(self, objectives: Tensor) -> Tensor:
+        """What the heads differentiate: the objectives, times the aggregator's weights
+        under ``weight_heads``."""
+        weights = getattr(self.aggregator, "last_weights", None)
+        if self.weight_heads and weights is not None:
+            return objectives * weights.detach().to(objectives)
+        return objectives
 
     def _aggregate(
         self, objectives: Tensor, inputs: list[Tensor], losses: Tensor, scaler: Any | None
@@ -367,7 +367,7 @@ class Balancer:
         jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=True)
         if scale != 1.0:
             jac = jac / scale
-        if scaler is not None and not bool(torch.isfinite(jac).all()):
+        if scaler is not None and _overflowed(jac):
             # An overflow the scaler will see and skip: no method is asked to aggregate it.
             return torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
         direction = self.aggregator(jac, losses.detach())
@@ -422,6 +422,17 @@ def _resolve(spec: object, base: type, what: str) -> Any:
     if not isinstance(obj, base):
         raise TypeError(f"{what} must be a {base.__name__} or a registered name, got {spec!r}")
     return obj
+
+
+def _overflowed(jac: Tensor) -> bool:
+    """Whether a scaled-loss Jacobian has a NaN or infinite entry (an AMP overflow).
+
+    Decided on the row sums, which are non-finite whenever an entry is: one read of the
+    Jacobian instead of a K x m ``isfinite`` (2 s on a 40 x 5.2M Jacobian on one CPU
+    thread). Finite rows whose sum overflows count as an overflow too, which the scaler
+    then treats as one (it skips the step and lowers the scale).
+    """
+    return not bool(torch.isfinite(jac.sum(dim=1)).all())
 
 
 def _accumulate_flat(params: list[Tensor], flat: Tensor) -> None:
