@@ -191,6 +191,29 @@ def test_grad_scaler_changes_neither_direction_nor_magnitude(
         torch.testing.assert_close(p.grad, reference[name], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("aggregator", ["mgda", "fairgrad"])
+def test_grad_scaler_overflow_skips_the_step_and_lowers_the_scale(aggregator: str) -> None:
+    """A scale so large that the float32 gradients overflow: no method sees the Jacobian,
+    the shared gradients are infinite, and the scaler skips the step and backs off."""
+    torch.manual_seed(7)
+    model = TwoHeadNet()
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = make_batch(dtype=torch.float32)
+    _z, out = model(x)
+    balancer = fairmtl.Balancer(aggregator)
+    balancer.backward(task_losses(out, y) * 1e6, shared=model.encoder.parameters(),
+                      task_params=model.heads.parameters(), scaler=scaler)  # fmt: skip
+    assert not torch.isfinite(next(model.encoder.parameters()).grad).all()
+    assert balancer.aggregator.last_weights is None  # the method was never asked
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() < 2.0**120
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), b)
+
+
 @pytest.mark.parametrize("aggregator", ["mgda", "nash-mtl", "fairgrad"])
 def test_scaling_the_losses_keeps_the_direction_of_scale_invariant_methods(aggregator: str) -> None:
     """Plain scaler.scale(losses) use: the direction is unchanged (its length may not be)."""
