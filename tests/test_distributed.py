@@ -8,7 +8,6 @@ identical and equal to the single-process run on the union of the batches to 1e-
 
 from __future__ import annotations
 
-import gc
 import inspect
 import os
 import socket
@@ -116,11 +115,10 @@ def _worker(rank: int, folder: str, methods: list[str], port: int) -> None:
         _communication(rank, folder, methods)
     finally:
         torch.distributed.destroy_process_group()
-        gc.collect()
     # Every result is on disk. Leave without the interpreter's and C++'s exit-time
-    # destructors: on CI a gloo worker aborted at that point (SIGABRT, "terminate called
-    # without an active exception") after its work was done, which is torch's teardown,
-    # not what this test checks. A failure above still raises and is reported.
+    # destructors: on CI a gloo worker aborted (SIGABRT, "terminate called without an
+    # active exception"), most likely in that teardown, which is torch's and not what this
+    # test checks (never reproduced here). A failure above still raises and is reported.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
@@ -142,11 +140,7 @@ def _misuse_checks(rank: int, folder: str, methods: list[str]) -> None:
         _make(methods[0]).backward(net.losses(x, y), shared=wrapped.module.encoder.parameters())
     except TypeError as exc:
         errors["ddp"] = str(exc)
-    # DDP's reducer sits in reference cycles and keeps the process group alive: free it
-    # now, not at interpreter shutdown (see _worker).
     del wrapped
-    gc.collect()
-    net = Net()
     # 2. Methods built differently on the ranks (an unseeded random method, say).
     seeded = next(m for m in methods if "seed" in inspect.signature(lookup(m)).parameters)
     cls = lookup(seeded)

@@ -22,13 +22,13 @@ shared representation as the only input; see :class:`fairmtl.Balancer`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 JacobianMethod = Literal["auto", "loop", "batched"]
-METHODS: tuple[str, ...] = ("auto", "loop", "batched")
+METHODS: tuple[str, ...] = get_args(JacobianMethod)
 
 
 def resolve_method(method: str, device: torch.device) -> str:
@@ -59,8 +59,7 @@ def jacobian(
         raise ValueError("no inputs to differentiate with respect to")
     k = objectives.shape[0]
     dtype = inputs[0].dtype
-    method = resolve_method(method, inputs[0].device)  # type: ignore[assignment]
-    if method == "batched":
+    if resolve_method(method, inputs[0].device) == "batched":
         eye = torch.eye(k, dtype=objectives.dtype, device=objectives.device)
         grads = torch.autograd.grad(
             objectives,
