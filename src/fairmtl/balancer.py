@@ -11,10 +11,10 @@ from torch import Tensor, nn
 
 from fairmtl import distributed as dist
 from fairmtl._registry import make
-from fairmtl.aggregators.base import Aggregator, GramianWeighting
+from fairmtl.aggregators.base import Aggregator, GramianWeighting, check_losses
 from fairmtl.errors import InvalidLossError
 from fairmtl.jacobian import METHODS as JACOBIAN_METHODS
-from fairmtl.jacobian import JacobianMethod, jacobian
+from fairmtl.jacobian import JacobianMethod, blockwise_gram, jacobian
 from fairmtl.transforms import Identity, LossTransform
 from fairmtl.weighting.base import Weighting
 from fairmtl.weighting.ls import LS
@@ -61,6 +61,14 @@ class Balancer:
             when torch.distributed is initialised with more than one process. Do not wrap
             the model in ``DistributedDataParallel``.
         process_group: the process group (default: the default group).
+        max_jacobian_bytes: memory bound for the (K, m) Jacobian of the shared parameters
+            (``None``, the default: no bound). When ``K x m`` would exceed it, the Gram
+            matrix is accumulated over blocks of parameters, each block's Jacobian freed
+            before the next (:func:`fairmtl.jacobian.blockwise_gram`), and the direction
+            ``J^T w`` is one more backward pass of ``w . objectives``: same result, one
+            K-pass Jacobian per block more time. Needs a :class:`GramianWeighting`; not
+            supported with distributed training. A parameter is never split, so a block
+            can be as large as K times the largest parameter.
 
     Aggregators that need the loss values (``requires_losses``, e.g. MoCo) receive the
     raw task losses ``l`` of this step.
@@ -78,6 +86,7 @@ class Balancer:
         weight_heads: bool = False,
         distributed: bool | None = None,
         process_group: Any | None = None,
+        max_jacobian_bytes: int | None = None,
     ) -> None:
         self.aggregator: Aggregator = _resolve(aggregator, Aggregator, "aggregator")
         self.weighting: Weighting = _resolve(
@@ -102,6 +111,7 @@ class Balancer:
                 f"{self.aggregator!r} is not one"
             )
         self.weight_heads = weight_heads
+        self.max_jacobian_bytes = _check_max_bytes(max_jacobian_bytes, self.aggregator)
         if distributed not in (None, True, False):
             raise ValueError(f"distributed must be None, True or False, got {distributed!r}")
         self.distributed = distributed
@@ -204,9 +214,7 @@ class Balancer:
                 raise ValueError(f"task_params[{i}] is also among the shared parameters")
 
         if self._distributed_on():
-            lam = self._backward_distributed(
-                losses, inputs, heads, features, scaler, retain_graph
-            )
+            lam = self._backward_distributed(losses, inputs, heads, features, scaler, retain_graph)
             self.last_loss_weights = lam
             return lam
 
@@ -288,6 +296,11 @@ class Balancer:
                 "features mode is not supported with distributed training: each rank's "
                 "representation holds other samples; pass shared= (the encoder's parameters)"
             )
+        if self.max_jacobian_bytes is not None:
+            raise NotImplementedError(
+                "max_jacobian_bytes (the blockwise Jacobian) is not supported with "
+                "distributed training"
+            )
         if self.weighting.requires_graph:
             raise NotImplementedError(
                 f"{self.weighting!r} differentiates through the losses' graph on one rank's "
@@ -338,7 +351,9 @@ class Balancer:
             if scale != 1.0:
                 jac = jac / scale
             if scaler is not None and _overflowed(jac):
-                direction = torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
+                direction = torch.full(
+                    (jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device
+                )
             else:
                 direction = self.aggregator(jac, union) * scale
             if heads:
@@ -364,6 +379,8 @@ class Balancer:
     ) -> Tensor:
         """The aggregated direction (flat) from the Jacobian of the (scaled) objectives."""
         scale = 1.0 if scaler is None else float(scaler.get_scale())
+        if self._blockwise(objectives.shape[0], inputs):
+            return self._aggregate_blockwise(objectives, inputs, losses, scale, scaler is not None)
         jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=True)
         if scale != 1.0:
             jac = jac / scale
@@ -372,6 +389,36 @@ class Balancer:
             return torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
         direction = self.aggregator(jac, losses.detach())
         return direction * scale if scale != 1.0 else direction
+
+    def _blockwise(self, num_tasks: int, inputs: list[Tensor]) -> bool:
+        """Whether the (K, m) Jacobian would exceed ``max_jacobian_bytes``."""
+        if self.max_jacobian_bytes is None or len(inputs) < 2:
+            return False
+        m = sum(x.numel() for x in inputs)
+        return num_tasks * m * inputs[0].element_size() > self.max_jacobian_bytes
+
+    def _aggregate_blockwise(
+        self, objectives: Tensor, inputs: list[Tensor], losses: Tensor, scale: float, amp: bool
+    ) -> Tensor:
+        """:meth:`_aggregate` from the blockwise Gram matrix and one more backward pass."""
+        aggregator = self.aggregator
+        assert isinstance(aggregator, GramianWeighting) and self.max_jacobian_bytes is not None
+        gram = blockwise_gram(
+            objectives, inputs, self.max_jacobian_bytes, self.jacobian_method,
+            scale=scale, check_rows=not amp,
+        )  # fmt: skip
+        if amp and not bool(torch.isfinite(gram.diagonal()).all()):
+            m = sum(x.numel() for x in inputs)
+            return torch.full((m,), float("inf"), dtype=gram.dtype, device=gram.device)
+        given = losses.detach()
+        if aggregator.requires_losses:
+            given = check_losses(given, objectives.shape[0], type(aggregator).__name__)
+        w = aggregator.combination(gram, given).to(objectives)
+        grads = torch.autograd.grad(
+            (w * objectives).sum(), inputs, retain_graph=True, allow_unused=True,
+            materialize_grads=True,
+        )  # fmt: skip
+        return torch.cat([g.reshape(-1) for g in grads])  # J^T w of the scaled objectives
 
     def observe(self, losses: Tensor | Sequence[Tensor]) -> None:
         """Pass the losses of the same batch, measured after the optimizer step.
@@ -422,6 +469,22 @@ def _resolve(spec: object, base: type, what: str) -> Any:
     if not isinstance(obj, base):
         raise TypeError(f"{what} must be a {base.__name__} or a registered name, got {spec!r}")
     return obj
+
+
+def _check_max_bytes(max_bytes: int | None, aggregator: Aggregator) -> int | None:
+    if max_bytes is None:
+        return None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(
+            f"max_jacobian_bytes must be None or a positive int (bytes), got {max_bytes!r}"
+        )
+    if not isinstance(aggregator, GramianWeighting):
+        raise TypeError(
+            f"max_jacobian_bytes needs an aggregator whose direction is J^T w with weights "
+            f"from the Gram matrix (a GramianWeighting); {aggregator!r} needs the whole "
+            "Jacobian"
+        )
+    return max_bytes
 
 
 def _overflowed(jac: Tensor) -> bool:

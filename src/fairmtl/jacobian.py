@@ -83,3 +83,72 @@ def jacobian(
         )
         torch.cat([g.reshape(-1).to(dtype) for g in grads], out=out[i])
     return out
+
+
+def input_blocks(inputs: Sequence[Tensor], num_tasks: int, max_bytes: int) -> list[list[Tensor]]:
+    """Consecutive groups of ``inputs`` whose (K, m_b) Jacobian fits in ``max_bytes``.
+
+    A tensor is never split: one whose K rows alone exceed ``max_bytes`` forms its own
+    group, so the bound is ``max(max_bytes, K x the largest tensor's bytes)``.
+    """
+    blocks: list[list[Tensor]] = []
+    size = 0
+    for x in inputs:
+        b = num_tasks * x.numel() * inputs[0].element_size()
+        if blocks and size + b <= max_bytes:
+            blocks[-1].append(x)
+            size += b
+        else:
+            blocks.append([x])
+            size = b
+    return blocks
+
+
+def blockwise_gram(
+    objectives: Tensor,
+    inputs: Sequence[Tensor],
+    max_bytes: int,
+    method: JacobianMethod = "auto",
+    *,
+    scale: float = 1.0,
+    check_rows: bool = True,
+) -> Tensor:
+    """The Gram matrix ``J J^T`` of :func:`jacobian` without holding ``J``.
+
+    ``J J^T = sum_b J_b J_b^T`` over column blocks ``J_b`` (groups of inputs, from
+    :func:`input_blocks`), each computed by :func:`jacobian` and freed before the next:
+    peak memory is one block of at most ``max_bytes`` (plus autograd's buffers), at the
+    cost of one K-pass Jacobian per block (a block's passes stop at its inputs, so blocks
+    near the losses are cheaper). The weights of a Gramian weighting need only this
+    matrix, and its direction ``J^T w`` is one more backward pass, of ``w . objectives``.
+
+    Args:
+        objectives: the (K,) objectives; their graph is retained.
+        inputs: the tensors to differentiate with respect to.
+        max_bytes: memory bound of a block's Jacobian.
+        method: as for :func:`jacobian`.
+        scale: each block is divided by it first (the loss scale under AMP).
+        check_rows: raise, naming the task, if a row has a NaN or infinite entry (decided
+            per block on its Gram diagonal, see
+            :func:`fairmtl.aggregators.base.check_finite_rows`); otherwise such a row makes
+            the Gram diagonal non-finite (how an AMP overflow is detected).
+    """
+    from fairmtl.aggregators.base import check_finite_rows
+
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+    if len(inputs) == 0:
+        raise ValueError("no inputs to differentiate with respect to")
+    k = objectives.shape[0]
+    gram: Tensor | None = None
+    for block in input_blocks(inputs, k, max_bytes):
+        jac = jacobian(objectives, block, method, retain_graph=True)
+        if scale != 1.0:
+            jac = jac / scale
+        part = (jac @ jac.T).to(inputs[0].dtype)
+        if check_rows:
+            check_finite_rows(jac, part.diagonal())
+        gram = part if gram is None else gram.add_(part)
+        del jac
+    assert gram is not None  # inputs is not empty
+    return gram

@@ -176,9 +176,22 @@ class GramianWeighting(Aggregator):
 
     def aggregate(self, jacobian: Tensor, losses: Tensor | None = None) -> Tensor:
         gram = gram_matrix(jacobian)
-        w = self.gram_weights(gram).to(jacobian.dtype)
+        return self.combination(gram, losses) @ jacobian
+
+    def combination(self, gram: Tensor, losses: Tensor | None = None) -> Tensor:
+        """The weights ``w`` of the direction ``d = J^T w``, for the Gram matrix
+        ``A = J J^T`` of a checked Jacobian (and the losses, for methods that use them),
+        kept in :attr:`last_weights`. The Balancer's chunked Jacobian (``max_jacobian_bytes``)
+        calls it with a Gram matrix accumulated block by block, never holding ``J``.
+        """
+        w = self.loss_gram_weights(gram, losses).to(gram.dtype)
         self.last_weights = w
-        return w @ jacobian
+        return w
+
+    def loss_gram_weights(self, gram: Tensor, losses: Tensor | None) -> Tensor:
+        """:meth:`gram_weights`, for methods whose weights may also depend on the losses
+        (``requires_losses``), which override this."""
+        return self.gram_weights(gram)
 
     def _record(self, info: SolverInfo) -> None:
         """Keep a solver diagnostic and warn (once per instance) if it regularised."""

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from fairmtl._registry import register
-from fairmtl.aggregators.base import GramianWeighting, check_scale, gram_matrix
+from fairmtl.aggregators.base import GramianWeighting, check_scale
 from fairmtl.solvers import min_norm_simplex
 
 Normalization = Literal["none", "l2", "loss", "loss+"]
@@ -51,10 +51,8 @@ class MGDA(GramianWeighting):
             )
         return self._solve(gram, None)
 
-    def aggregate(self, jacobian: Tensor, losses: Tensor | None = None) -> Tensor:
-        gram = gram_matrix(jacobian)
-        self.last_weights = self._solve(gram, losses).to(jacobian.dtype)
-        return self.last_weights @ jacobian
+    def loss_gram_weights(self, gram: Tensor, losses: Tensor | None) -> Tensor:
+        return self._solve(gram, losses)
 
     def _solve(self, gram: Tensor, losses: Tensor | None) -> Tensor:
         a = gram.to(torch.float64)
