@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from typing import Any
 
 import pytest
 import torch
@@ -79,21 +80,24 @@ def test_blockwise_gradients_equal_the_full_jacobians(name: str, weight_heads: b
     )
 
 
-def test_no_jacobian_larger_than_the_bound_is_ever_formed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_jacobian_block_larger_than_the_bound_is_ever_formed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     shapes: list[tuple[int, ...]] = []
+    original = jacobian_module._block_jacobian
 
-    def recording(*args: object, **kwargs: object) -> Tensor:
-        out = jacobian(*args, **kwargs)  # type: ignore[arg-type]
+    def recording(*args: Any) -> Tensor:
+        out = original(*args)
         shapes.append(tuple(out.shape))
         return out
 
-    monkeypatch.setattr(jacobian_module, "jacobian", recording)
+    monkeypatch.setattr(jacobian_module, "_block_jacobian", recording)
     model = TwoHeadNet(K).double()
     largest = max(p.numel() for p in model.encoder.parameters())
-    budget = K * largest * 8
+    budget = K * 8 * (largest // 3)  # the largest parameter is split
     _step(model, fairmtl.Balancer("fairgrad", max_jacobian_bytes=budget))
     m = sum(p.numel() for p in model.encoder.parameters())
-    assert len(shapes) >= 2
+    assert len(shapes) >= 4
     assert sum(s[1] for s in shapes) == m  # every column once
     assert all(s[0] == K and s[0] * s[1] * 8 <= budget for s in shapes)
 
@@ -114,15 +118,32 @@ def test_a_bound_the_jacobian_fits_in_takes_the_one_block_path(
     assert calls == [1]
 
 
-def test_input_blocks_are_consecutive_and_within_the_bound() -> None:
-    sizes = [5, 1, 7, 2, 2, 30, 1]
+def test_input_blocks_cover_every_column_once_in_order() -> None:
+    sizes = [5, 1, 7, 2, 2, 30, 2]  # 49 columns
     inputs = [torch.zeros(n, dtype=torch.float32) for n in sizes]
-    blocks = input_blocks(inputs, num_tasks=2, max_bytes=2 * 4 * 8)
-    assert [x for b in blocks for x in b] == inputs
-    for b in blocks:
-        n = sum(x.numel() for x in b)
-        assert len(b) == 1 or 2 * 4 * n <= 64
-    assert [len(b) for b in blocks] == [2, 1, 2, 1, 1]  # 5+1, 7, 2+2, 30 (alone), 1
+    blocks = input_blocks(inputs, num_tasks=2, max_bytes=2 * 4 * 8 + 7)  # 8 columns a block
+    columns = [(seg.index, c) for b in blocks for seg in b for c in range(seg.start, seg.stop)]
+    assert columns == [(i, c) for i, n in enumerate(sizes) for c in range(n)]
+    assert [sum(seg.stop - seg.start for seg in b) for b in blocks] == [8] * 6 + [1]
+    assert input_blocks(inputs, num_tasks=2, max_bytes=1) == [
+        [seg] for seg in (s for b in input_blocks(inputs, 2, 8) for s in b)
+    ]  # a bound below one column: one column a block
+
+
+def test_features_mode_splits_the_representation() -> None:
+    torch.manual_seed(1)
+    model = TwoHeadNet(K).double()
+    aggregator = fairmtl.make("fairgrad")
+    x, y = make_batch(k=K)
+    results = []
+    for budget in (None, K * 8 * 7):  # the 32 x 8 representation in blocks of 7 columns
+        model.zero_grad()
+        z, out = model(x)
+        balancer = fairmtl.Balancer(copy.deepcopy(aggregator), max_jacobian_bytes=budget)
+        balancer.backward(task_losses(out, y), features=z, task_params=model.heads.parameters())
+        results.append(grads_of(model))
+    for key in results[0]:
+        torch.testing.assert_close(results[1][key], results[0][key], rtol=1e-9, atol=1e-12)
 
 
 def test_blockwise_gram_equals_the_gram_of_the_jacobian() -> None:

@@ -62,13 +62,13 @@ class Balancer:
             the model in ``DistributedDataParallel``.
         process_group: the process group (default: the default group).
         max_jacobian_bytes: memory bound for the (K, m) Jacobian of the shared parameters
-            (``None``, the default: no bound). When ``K x m`` would exceed it, the Gram
+            or the features (``None``, the default: no bound). When ``K x m`` would exceed it, the Gram
             matrix is accumulated over blocks of parameters, each block's Jacobian freed
-            before the next (:func:`fairmtl.jacobian.blockwise_gram`), and the direction
-            ``J^T w`` is one more backward pass of ``w . objectives``: same result, one
-            K-pass Jacobian per block more time. Needs a :class:`GramianWeighting`; not
-            supported with distributed training. A parameter is never split, so a block
-            can be as large as K times the largest parameter.
+            before the next (:func:`fairmtl.jacobian.blockwise_gram`; large parameters
+            are split), and the direction ``J^T w`` is one more backward pass of
+            ``w . objectives``: the same result for one K-pass Jacobian per block (always
+            the loop: the batched call would hold K gradients of each parameter). Needs a
+            :class:`GramianWeighting`; not supported with distributed training.
 
     Aggregators that need the loss values (``requires_losses``, e.g. MoCo) receive the
     raw task losses ``l`` of this step.
@@ -392,7 +392,7 @@ class Balancer:
 
     def _blockwise(self, num_tasks: int, inputs: list[Tensor]) -> bool:
         """Whether the (K, m) Jacobian would exceed ``max_jacobian_bytes``."""
-        if self.max_jacobian_bytes is None or len(inputs) < 2:
+        if self.max_jacobian_bytes is None:
             return False
         m = sum(x.numel() for x in inputs)
         return num_tasks * m * inputs[0].element_size() > self.max_jacobian_bytes
@@ -404,9 +404,8 @@ class Balancer:
         aggregator = self.aggregator
         assert isinstance(aggregator, GramianWeighting) and self.max_jacobian_bytes is not None
         gram = blockwise_gram(
-            objectives, inputs, self.max_jacobian_bytes, self.jacobian_method,
-            scale=scale, check_rows=not amp,
-        )  # fmt: skip
+            objectives, inputs, self.max_jacobian_bytes, scale=scale, check_rows=not amp
+        )
         if amp and not bool(torch.isfinite(gram.diagonal()).all()):
             m = sum(x.numel() for x in inputs)
             return torch.full((m,), float("inf"), dtype=gram.dtype, device=gram.device)

@@ -22,6 +22,7 @@ shared representation as the only input; see :class:`fairmtl.Balancer`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
@@ -85,48 +86,83 @@ def jacobian(
     return out
 
 
-def input_blocks(inputs: Sequence[Tensor], num_tasks: int, max_bytes: int) -> list[list[Tensor]]:
-    """Consecutive groups of ``inputs`` whose (K, m_b) Jacobian fits in ``max_bytes``.
+@dataclass(frozen=True)
+class Segment:
+    """Entries ``start:stop`` of the flattened input number ``index``."""
 
-    A tensor is never split: one whose K rows alone exceed ``max_bytes`` forms its own
-    group, so the bound is ``max(max_bytes, K x the largest tensor's bytes)``.
+    index: int
+    start: int
+    stop: int
+
+
+def input_blocks(inputs: Sequence[Tensor], num_tasks: int, max_bytes: int) -> list[list[Segment]]:
+    """Consecutive column blocks of the Jacobian, each at most ``max_bytes`` (K rows).
+
+    The columns are those of :func:`jacobian` (the flattened inputs, concatenated); a block
+    is a list of segments of inputs, and a large input is split across blocks. Every
+    block has at least one column, so the bound is ``max(max_bytes, K x itemsize)``.
     """
-    blocks: list[list[Tensor]] = []
-    size = 0
-    for x in inputs:
-        b = num_tasks * x.numel() * inputs[0].element_size()
-        if blocks and size + b <= max_bytes:
-            blocks[-1].append(x)
-            size += b
-        else:
-            blocks.append([x])
-            size = b
-    return blocks
+    itemsize = inputs[0].element_size() if inputs else 1
+    width = max(1, max_bytes // (num_tasks * itemsize))  # columns per block
+    blocks: list[list[Segment]] = [[]]
+    room = width
+    for index, x in enumerate(inputs):
+        start, n = 0, x.numel()
+        while start < n:
+            if room == 0:
+                blocks.append([])
+                room = width
+            stop = min(n, start + room)
+            blocks[-1].append(Segment(index, start, stop))
+            room -= stop - start
+            start = stop
+    return [b for b in blocks if b]
+
+
+def _block_jacobian(objectives: Tensor, inputs: Sequence[Tensor], block: list[Segment]) -> Tensor:
+    """The (K, columns) block of :func:`jacobian`: K backward passes to the block's inputs,
+    keeping only its segments (the batched call would hold K gradients of each input)."""
+    k = objectives.shape[0]
+    used = sorted({seg.index for seg in block})
+    position = {index: j for j, index in enumerate(used)}
+    width = sum(seg.stop - seg.start for seg in block)
+    out = torch.empty(k, width, dtype=inputs[0].dtype, device=inputs[0].device)
+    for i in range(k):
+        grads = torch.autograd.grad(
+            objectives[i], [inputs[j] for j in used], retain_graph=True, allow_unused=True,
+            materialize_grads=True,
+        )  # fmt: skip
+        col = 0
+        for seg in block:
+            n = seg.stop - seg.start
+            flat = grads[position[seg.index]].reshape(-1)
+            out[i, col : col + n] = flat[seg.start : seg.stop]
+            col += n
+        del grads
+    return out
 
 
 def blockwise_gram(
     objectives: Tensor,
     inputs: Sequence[Tensor],
     max_bytes: int,
-    method: JacobianMethod = "auto",
     *,
     scale: float = 1.0,
     check_rows: bool = True,
 ) -> Tensor:
     """The Gram matrix ``J J^T`` of :func:`jacobian` without holding ``J``.
 
-    ``J J^T = sum_b J_b J_b^T`` over column blocks ``J_b`` (groups of inputs, from
-    :func:`input_blocks`), each computed by :func:`jacobian` and freed before the next:
-    peak memory is one block of at most ``max_bytes`` (plus autograd's buffers), at the
-    cost of one K-pass Jacobian per block (a block's passes stop at its inputs, so blocks
-    near the losses are cheaper). The weights of a Gramian weighting need only this
-    matrix, and its direction ``J^T w`` is one more backward pass, of ``w . objectives``.
+    ``J J^T = sum_b J_b J_b^T`` over column blocks ``J_b`` of at most ``max_bytes`` each
+    (:func:`input_blocks`), each computed by K backward passes and freed before the next:
+    peak memory is one block plus one task's gradient of the block's inputs, at the cost of
+    one K-pass Jacobian per block (a block's passes stop at its inputs, so blocks near the
+    losses are cheaper). The weights of a Gramian weighting need only this matrix, and its
+    direction ``J^T w`` is one more backward pass, of ``w . objectives``.
 
     Args:
         objectives: the (K,) objectives; their graph is retained.
         inputs: the tensors to differentiate with respect to.
-        max_bytes: memory bound of a block's Jacobian.
-        method: as for :func:`jacobian`.
+        max_bytes: memory bound of a block of the Jacobian.
         scale: each block is divided by it first (the loss scale under AMP).
         check_rows: raise, naming the task, if a row has a NaN or infinite entry (decided
             per block on its Gram diagonal, see
@@ -142,10 +178,10 @@ def blockwise_gram(
     k = objectives.shape[0]
     gram: Tensor | None = None
     for block in input_blocks(inputs, k, max_bytes):
-        jac = jacobian(objectives, block, method, retain_graph=True)
+        jac = _block_jacobian(objectives, inputs, block)
         if scale != 1.0:
             jac = jac / scale
-        part = (jac @ jac.T).to(inputs[0].dtype)
+        part = jac @ jac.T
         if check_rows:
             check_finite_rows(jac, part.diagonal())
         gram = part if gram is None else gram.add_(part)

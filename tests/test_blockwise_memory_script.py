@@ -1,0 +1,41 @@
+"""Smoke test of ``benchmarks/blockwise_memory.py`` on the LeNet shape: a bound below the
+Jacobian's size gives blocks, and the table reports every row. (LeNet's Jacobian, 0.17 MB,
+is lost in its activations' peak; the memory bound itself is measured on CelebA in
+docs/speed.md and tested in tests/test_balancer_blockwise.py.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("numpy")  # the speed suite it imports from
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "blockwise_memory.py"
+
+
+@pytest.fixture(scope="module")
+def script() -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location("blockwise_memory_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and fork are Linux's")
+def test_a_bound_gives_blocks_and_every_row_is_reported(script: ModuleType) -> None:
+    rows = script.run([None, 20_000], steps=1, threads=1, shape="lenet")
+    whole, bounded = rows
+    assert whole["blocks"] == 1 and bounded["blocks"] == 9  # 170,640 B in blocks of <= 20 kB
+    assert all(r["step_s"] > 0 and r["increase_mib"] >= 0 for r in rows)
+    text = script.table(rows, "cmd")
+    assert "| None (whole Jacobian) | 1 |" in text and "| 0.02 MB | 9 |" in text
