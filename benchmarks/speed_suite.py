@@ -81,10 +81,15 @@ documented choices):
   warm-started from the previous step, stop when ``||A a - 1/a|| < 1e-3`` or the iterate
   moves less than 1e-6; ECOS (``max_iters=100``) when installed, else CLARABEL; a solver
   failure keeps the previous weights; the shared gradient is clipped to norm 1.
-- MGDA: Sener & Koltun's Frank-Wolfe min-norm solver: the closed-form 2-vector line search,
-  initialisation from the best pair, then Frank-Wolfe steps towards the vertex of the
-  smallest ``(A w)_t`` with the exact line search, at most 250 iterations, stop when the
-  weights change by less than 1e-5 (L1).
+- MGDA: Sener & Koltun's min-norm solver as the references' MGDA calls it
+  (``find_min_norm_element``: projected gradient steps from the best pair of gradients,
+  with the closed-form line search whose inner products are summed over the K x K entries
+  in Python; stop when the weights change by less than 1e-5 in L1; no iteration cap in the
+  reference, 250 here). The solver-only table also times their Frank-Wolfe variant
+  (``mgda/fw``: steps towards the vertex of the smallest ``(A w)_t``, numpy products, at
+  most 250). Both get the Gram matrix; the reference computes its entries inside the
+  solver, pair by pair, from the gradients (``torch.dot(...).item()``), which is not
+  counted here.
 - CAGrad: the dual ``min_{w in simplex} w . (A 1/K) + c ||g0|| sqrt(w^T A w)`` with
   ``scipy.optimize.minimize(method="SLSQP")`` from ``1/K`` (bounds [0, 1], equality
   ``sum w = 1``, the reference's 1e-8 terms), c 0.4, direction
@@ -176,7 +181,7 @@ from fairmtl.weighting.ls import LS
 SHAPES = ("lenet", "celeba", "segnet")
 IMPLS = ("fairmtl", "features", "torchjd", "reference")
 REFERENCE_METHODS = ("ls", "fairgrad", "nash-mtl", "mgda", "cagrad")
-SOLVER_METHODS = ("fairgrad", "nash-mtl", "mgda", "cagrad")
+SOLVER_METHODS = ("fairgrad", "nash-mtl", "mgda", "mgda/fw", "cagrad")
 CLIPPED_REFERENCES = ("fairgrad", "nash-mtl")  # the reference clips the shared gradient to 1
 TARGET_FEATURES = 1.3  # features mode: at most 1.3 x LS
 TARGET_SPEEDUP = 30.0  # solver-only: at least 30 x the reference at K = 40
@@ -426,47 +431,125 @@ def reference_fairgrad(a: np.ndarray, alpha: float = 2.0) -> np.ndarray:
 def _segment_min_norm(v1v1: float, v1v2: float, v2v2: float) -> tuple[float, float]:
     """``min_{g in [0, 1]} ||g v1 + (1 - g) v2||^2`` from the three inner products.
 
-    Sener & Koltun's Algorithm 1: returns ``(g, value)``.
+    Sener & Koltun's closed form, with their code's clipping: at an end of the segment it
+    returns ``g = 0.999`` (``v1`` side) or ``0.001`` (``v2`` side), not 1 or 0, and the
+    value of that end. Returns ``(g, value)``.
     """
     if v1v2 >= v1v1:
-        return 1.0, v1v1
+        return 0.999, v1v1
     if v1v2 >= v2v2:
-        return 0.0, v2v2
+        return 0.001, v2v2
     g = (v2v2 - v1v2) / (v1v1 + v2v2 - 2.0 * v1v2)
     return g, v2v2 + g * (v1v2 - v2v2)
 
 
-def reference_mgda(a: np.ndarray, max_iter: int = 250, stop: float = 1e-5) -> np.ndarray:
-    """Sener & Koltun's Frank-Wolfe min-norm solver on the Gram matrix ``A``.
-
-    Start from the best pair of vertices (closed-form segment minimum); then move towards
-    the vertex ``t = argmin (A w)_t`` with the exact line search on the segment from ``w``
-    to ``e_t``, until the weights change by less than ``stop`` (L1) or ``max_iter`` steps.
-    """
-    k = a.shape[0]
-    w = np.zeros(k)
-    if k == 1:
-        w[0] = 1.0
-        return w
+def _best_pair(dps: dict[tuple[int, int], float], k: int) -> np.ndarray:
+    """The references' start: the best segment between two gradients (a loop over pairs)."""
     best = (math.inf, 0, 1, 0.0)
     for i in range(k):
         for j in range(i + 1, k):
-            g, value = _segment_min_norm(a[i, i], a[i, j], a[j, j])
+            g, value = _segment_min_norm(dps[(i, i)], dps[(i, j)], dps[(j, j)])
             if value < best[0]:
                 best = (value, i, j, g)
     _, i, j, g = best
+    w = np.zeros(k)
     w[i], w[j] = g, 1.0 - g
+    return w
+
+
+def _inner_products(a: np.ndarray) -> dict[tuple[int, int], float]:
+    """The references' ``dps``: the Gram entries in a dict keyed by task pairs."""
+    k = a.shape[0]
+    return {(i, j): float(a[i, j]) for i in range(k) for j in range(k)}
+
+
+def reference_mgda_fw(a: np.ndarray, max_iter: int = 250, stop: float = 1e-5) -> np.ndarray:
+    """Sener & Koltun's Frank-Wolfe min-norm solver (``find_min_norm_element_FW``) on ``A``.
+
+    Start from the best pair; then move towards the vertex ``t = argmin (A w)_t`` with the
+    closed-form line search on the segment from ``w`` to ``e_t`` (numpy products), until
+    the weights change by less than ``stop`` (L1) or ``max_iter`` steps.
+    """
+    k = a.shape[0]
+    if k == 1:
+        return np.ones(1)
+    dps = _inner_products(a)
+    w = _best_pair(dps, k)
     if k == 2:
         return w
     for _ in range(max_iter):
         aw = a @ w
         t = int(np.argmin(aw))
-        g, _ = _segment_min_norm(float(w @ aw), float(aw[t]), float(a[t, t]))
+        g, _ = _segment_min_norm(float(w @ aw), float(w @ a[:, t]), float(a[t, t]))
         new = g * w
         new[t] += 1.0 - g
         if np.abs(new - w).sum() < stop:
-            return new
+            return w
         w = new
+    return w
+
+
+def _project_to_simplex(y: np.ndarray) -> np.ndarray:
+    """Euclidean projection onto the simplex by sorting (the references' routine)."""
+    m = len(y)
+    desc = np.sort(y)[::-1]
+    shift = (y.sum() - 1.0) / m
+    total = 0.0
+    for i in range(m - 1):
+        total += desc[i]
+        candidate = (total - 1.0) / (i + 1.0)
+        if candidate > desc[i + 1]:
+            shift = candidate
+            break
+    return np.maximum(y - shift, 0.0)
+
+
+def _projected_step(w: np.ndarray, descent: np.ndarray) -> np.ndarray:
+    """The references' ``_next_point``: a step along the descent direction made tangent to
+    the simplex, as long as it stays in the box (steps below 1e-7 skipped), projected."""
+    k = len(w)
+    tangent = descent - descent.sum() / k
+    neg, pos = tangent < 0, tangent > 0
+    to_zero = -w[neg] / tangent[neg]
+    to_one = (1.0 - w[pos]) / tangent[pos]
+    t = 1.0
+    if np.any(to_zero > 1e-7):
+        t = float(np.min(to_zero[to_zero > 1e-7]))
+    if np.any(to_one > 1e-7):
+        t = min(t, float(np.min(to_one[to_one > 1e-7])))
+    return _project_to_simplex(tangent * t + w)
+
+
+def reference_mgda(a: np.ndarray, max_iter: int = 250, stop: float = 1e-5) -> np.ndarray:
+    """The min-norm solver that the references' MGDA calls (``find_min_norm_element``).
+
+    Sener & Koltun's projected gradient method, as in their code and Nash-MTL's/FairGrad's
+    copies: start from the best pair; each iteration takes :func:`_projected_step` along
+    ``-A w``, then the closed-form line search between ``w`` and the new point, whose three
+    inner products are summed entry by entry over the K x K ``dps`` in Python (as the
+    reference does); stop when the weights change by less than ``stop`` (L1). The
+    reference never increments its iteration counter (no cap); here at most ``max_iter``.
+    """
+    k = a.shape[0]
+    if k == 1:
+        return np.ones(1)
+    dps = _inner_products(a)
+    w = _best_pair(dps, k)
+    if k == 2:
+        return w
+    for _ in range(max_iter):
+        new = _projected_step(w, -(a @ w))
+        v1v1 = v1v2 = v2v2 = 0.0
+        for i in range(k):
+            for j in range(k):
+                v1v1 += w[i] * w[j] * dps[(i, j)]
+                v1v2 += w[i] * new[j] * dps[(i, j)]
+                v2v2 += new[i] * new[j] * dps[(i, j)]
+        g, _ = _segment_min_norm(v1v1, v1v2, v2v2)
+        step = g * w + (1.0 - g) * new
+        if np.abs(step - w).sum() < stop:
+            return w
+        w = step
     return w
 
 
@@ -593,6 +676,8 @@ def make_reference_solver(name: str, k: int) -> ReferenceSolver:
         return reference_fairgrad
     if name == "mgda":
         return reference_mgda
+    if name == "mgda/fw":
+        return reference_mgda_fw
     if name == "cagrad":
         return lambda a: reference_cagrad(a)[0]
     if name == "nash-mtl":
@@ -1021,12 +1106,17 @@ def _timed_calls(
     return times, outs
 
 
+def _solver_method(name: str) -> str:
+    """The fairmtl method a solver-table row times (``mgda/fw``: MGDA, another reference)."""
+    return name.split("/")[0]
+
+
 def _bench_solver(
     name: str, k: int, grams: Sequence[np.ndarray], repeats: int, device: torch.device
 ) -> SolverRow:
     """One method at one K: fairmtl's ``weights(gram)`` and the reference on ``grams``."""
     cpu = [torch.from_numpy(a) for a in grams]
-    ours = fairmtl.make(name)
+    ours = fairmtl.make(_solver_method(name))
     ref = make_reference_solver(name, k)
 
     def ours_call(i: int) -> np.ndarray:
@@ -1712,7 +1802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with blas_threads(args.solver_threads):
                 solver_rows, solver_errors = bench_solvers(
-                    [m for m in SOLVER_METHODS if m in methods], args.solver_ks,
+                    [m for m in SOLVER_METHODS if _solver_method(m) in methods], args.solver_ks,
                     args.solver_repeats, args.seed, device,
                 )  # fmt: skip
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,15 +47,15 @@ def check_gram(gram: Tensor, *, name: str = "gram") -> Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got {gram.dtype}")
     tol = symmetry_tolerance(gram.dtype)
     a = gram.detach().to(torch.float64)
-    scale = a.abs().max()
-    asym = (a - a.T).abs().max()
-    diag = a.diagonal()
+    at = a.T
     # One host round trip on the good path; the details only when something is wrong.
-    # (max |A| is NaN or inf exactly when an entry is.)
-    bad = ~torch.isfinite(scale) | (asym > tol * scale) | (diag.min() < -1e-8 * scale)
-    if bool(bad):
+    # (max |A| is NaN or inf exactly when an entry is; a NaN fails every comparison.)
+    scale, asym, low = torch.stack(
+        [a.abs().max(), (a - at).abs().max(), a.diagonal().min()]
+    ).tolist()
+    if not (math.isfinite(scale) and asym <= tol * scale and low >= -1e-8 * scale):
         _raise_bad_gram(a, name, tol)
-    return 0.5 * (a + a.T)
+    return (a + at).mul_(0.5)
 
 
 def symmetry_tolerance(dtype: torch.dtype) -> float:
@@ -92,12 +93,12 @@ def normwise_residual_error(a: Tensor, w: Tensor, rhs: Tensor) -> float:
     ``||A||_F / sqrt(K) <= ||A||_2`` stands in for the spectral norm, which keeps the
     bound cheap (no SVD) and conservative.
     """
-    res = torch.linalg.vector_norm(a @ w - rhs)
-    a_norm = torch.linalg.matrix_norm(a) / a.shape[0] ** 0.5
-    denom = a_norm * torch.linalg.vector_norm(w) + torch.linalg.vector_norm(rhs)
-    if bool(denom == 0):
-        return 0.0
-    return float(res / denom)
+    norm = torch.linalg.vector_norm
+    res, a_fro, w_norm, rhs_norm = torch.stack(
+        [norm(a @ w - rhs), torch.linalg.matrix_norm(a), norm(w), norm(rhs)]
+    ).tolist()  # one host round trip
+    denom = a_fro / a.shape[0] ** 0.5 * w_norm + rhs_norm
+    return 0.0 if denom == 0 else res / denom
 
 
 @contextmanager

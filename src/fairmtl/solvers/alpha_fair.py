@@ -46,6 +46,7 @@ _CONTINUATION_FROM = 8.0
 _CONTINUATION_RATIO = 2.0
 _STAGE_TOL = 1e-6
 _FULL_STEP_TOL = 1e-7  # a full Newton step this small (relative) leaves an error ~1e-14
+_NEAR_STEP = 1e-5  # after a full step this small, test the residual
 _IPM_STATIONARY = 1e-12
 _STATIONARY = 1e-15  # u^T A u / max diag(A) below this: numerically Pareto stationary
 _SLACK = 1e-13
@@ -78,7 +79,10 @@ def _potential2(v: Tensor, a_hat: Tensor, b2: Tensor, alpha: float) -> tuple[Ten
 
     ``b2`` is ``2 b`` at alpha = 1 and ``2 b / (1 - 1/alpha)`` otherwise.
     """
-    quad = torch.matmul(v, a_hat).mul_(v).sum(-1)
+    if v.ndim == 1:
+        quad = torch.dot(v, torch.mv(a_hat, v))
+    else:
+        quad = torch.matmul(v, a_hat).mul_(v).sum(-1)
     phi = torch.log(v) if alpha == 1.0 else torch.pow(v, 1.0 - 1.0 / alpha)
     return quad, torch.matmul(phi, b2)
 
@@ -95,23 +99,25 @@ class _Scaled:
     b2: Tensor  # see _potential2
     alpha: float
     inv: float  # -1 / alpha
-    steps: Tensor  # backtracking candidates 1, 1/4, ..., 4^-19 (batched line search)
 
     @staticmethod
     def of(a_hat: Tensor, b: Tensor, alpha: float) -> _Scaled:
         b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
-        steps = torch.pow(
+        return _Scaled(a_hat, a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha)
+
+    @property
+    def steps(self) -> Tensor:
+        """Backtracking candidates 1, 1/4, ..., 4^-19 (the batched line search)."""
+        b = self.b
+        return torch.pow(
             torch.full((_N_STEPS,), _BACKTRACK, dtype=b.dtype, device=b.device),
             torch.arange(_N_STEPS, dtype=b.dtype, device=b.device),
-        )
-        return _Scaled(
-            a_hat, a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha, steps
         )
 
     def potential2(self, v: Tensor) -> tuple[Tensor, Tensor]:
         return _potential2(v, self.a_hat, self.b2, self.alpha)
 
-    def direction(self, v: Tensor, host_checks: bool) -> tuple[Tensor, Tensor]:
+    def direction(self, v: Tensor, host_checks: bool) -> tuple[Tensor, Tensor, float | None]:
         """Gradient of the potential and the Newton direction, per-component limited.
 
         The Hessian ``A' + diag(c v^(-1/alpha - 1))`` is positive definite. With
@@ -123,6 +129,9 @@ class _Scaled:
         1 / (1 - tau) per step, so one weight heading to zero (an inactive task at large
         alpha) cannot throttle the others. If clipping spoils descent, the whole Newton
         step is shortened to the boundary instead.
+
+        Returns ``(grad, delta, max_i |delta_i / v_i|)``, the last only with
+        ``host_checks`` and an unlimited step (else ``None``).
         """
         vp = torch.pow(v, self.inv)
         grad = torch.addcmul(torch.mv(self.a_hat, v), self.b, vp, value=-1.0)
@@ -137,15 +146,18 @@ class _Scaled:
             sc = torch.add(self.a_diag, hd).rsqrt_()
             h.mul_(torch.outer(sc, sc))
             delta = torch.linalg.solve_ex(h, torch.mul(grad, sc).neg_())[0].mul_(sc)
-        ratio_min = torch.div(delta, v).min()
-        if host_checks and float(ratio_min) >= -_TAU:
-            return grad, delta  # no weight shrinks too fast: nothing to limit
+        ratio = torch.div(delta, v)
+        if host_checks:
+            low, high = (x.item() for x in torch.aminmax(ratio))
+            if low >= -_TAU:
+                return grad, delta, max(-low, high)  # no weight shrinks too fast
+        ratio_min = ratio.min()
         clipped = torch.maximum(delta, torch.mul(v, -_TAU))
         shrink = ratio_min.neg().clamp_min_(_TAU)
         delta = torch.where(
             torch.dot(grad, clipped) < 0, clipped, delta.mul_(shrink.reciprocal_().mul_(_TAU))
         )
-        return grad, delta
+        return grad, delta, None
 
     def slack(self, v: Tensor, phis: Tensor) -> Tensor:
         """Rounding allowance on 2f: relative to v^T |A'| v, not to the cancelled v^T A' v."""
@@ -173,26 +185,36 @@ def _line_search_batched(
 
 
 def _line_search_sequential(
-    p: _Scaled, v: Tensor, grad: Tensor, delta: Tensor, quad: Tensor, phis: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    p: _Scaled,
+    v: Tensor,
+    grad: Tensor,
+    delta: Tensor,
+    phis: Tensor,
+    f0: float,
+    ratio: float | None,
+) -> tuple[Tensor, Tensor, float, float]:
     """The same Armijo backtracking, one candidate at a time, stopping at the first acceptable
     step (usually the full one): on the CPU a host test costs nothing and this does fewer,
-    smaller operations. Same results as :func:`_line_search_batched`."""
-    f0 = float(quad - phis)
+    smaller operations. Same results as :func:`_line_search_batched`.
+
+    Takes twice the potential ``f0`` at ``v`` and ``max |delta / v|`` (if known) as host
+    numbers; returns ``(v, 2 sum b phi at v, twice the potential at v, relative step size +
+    index of the step taken)``."""
     slope = 2 * _ARMIJO * float(torch.dot(grad, delta))
     slack = None  # needed only near convergence, where the decrease drowns in rounding
     t = 1.0
     for j in range(_N_STEPS):
         v_new = torch.add(v, delta, alpha=t)
         quad_n, phis_n = p.potential2(v_new)
-        f_new = float(quad_n - phis_n)
+        f_new = (quad_n - phis_n).item()
         if f_new > f0 + t * slope and slack is None:
             slack = float(p.slack(v, phis))
         if j == _N_STEPS - 1 or f_new <= f0 + t * slope + (slack or 0.0):
             break
         t *= _BACKTRACK
-    rel = torch.div(delta, v).abs_().max().mul_(t).add_(j)
-    return v_new, quad_n, phis_n, rel
+    if ratio is None:
+        ratio = torch.div(delta, v).abs_().max().item()
+    return v_new, phis_n, f_new, ratio * t + j
 
 
 def _newton(
@@ -224,30 +246,36 @@ def _newton(
     # Testing every iteration means a host round trip per iteration anyway (the default on
     # CPU, where it costs nothing): then decide on the host too. Otherwise stay sync-free.
     host = check_every == 1
-    search = _line_search_sequential if host else _line_search_batched
     quad, phis = p.potential2(v)
+    f = (quad - phis).item() if host else 0.0
     it = 0
     last_good = v
-    rel_step = v.new_zeros(())
+    rel_step: Tensor | float = 0.0
     while it < max_iter:
         for _ in range(check_every):
             it += 1
-            grad, delta = p.direction(v, host_checks=host)
-            v, quad, phis, rel_step = search(p, v, grad, delta, quad, phis)
+            grad, delta, ratio = p.direction(v, host_checks=host)
+            if host:
+                v, phis, f, rel_step = _line_search_sequential(p, v, grad, delta, phis, f, ratio)
+            else:
+                v, quad, phis, rel_step = _line_search_batched(p, v, grad, delta, quad, phis)
         rel = float(rel_step)  # not finite if a weight over- or underflowed
         if rel <= _FULL_STEP_TOL:
             return v, it, True
         if not math.isfinite(rel):
             return last_good, it, False
         last_good = v
-        if it % 4:  # the residual tests below are needed only in rare cases: not every time
+        # The residual tests: the componentwise one once a full step was small enough for
+        # the new iterate to be nearly exact (it may save the confirming step), and both
+        # every 4 iterations, for the rare cases the step test cannot meet.
+        near = rel <= _NEAR_STEP
+        if not near and it % 4:
             continue
         vp = v.pow(p.inv)
         cbe = ((a_hat @ v - b * vp).abs() / (p.abs_a @ v + b * vp)).max()
-        if (
-            bool(cbe <= tol)
-            or normwise_residual_error(a1, dscale * v, (dscale * v).pow(p.inv)) <= tol
-        ):
+        if bool(cbe <= tol):
+            return v, it, True
+        if it % 4 == 0 and normwise_residual_error(a1, dscale * v, (dscale * v).pow(p.inv)) <= tol:
             return v, it, True
     return v, it, False
 
