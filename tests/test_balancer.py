@@ -88,6 +88,31 @@ def test_auto_jacobian_is_the_loop_on_cpu() -> None:
         assert torch.equal(auto[name], looped[name]), name
 
 
+def test_auto_takes_the_batched_call_for_a_small_features_jacobian(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Features mode: "auto" takes one vmapped call (the heads' small graph); the gradients
+    agree with the loop's to rounding."""
+    import fairmtl.balancer as balancer_module
+
+    methods: list[str] = []
+    original = balancer_module.jacobian
+
+    def recording(objectives: torch.Tensor, inputs: list[torch.Tensor], method: str, **kw: bool):
+        methods.append(method)
+        return original(objectives, inputs, method, **kw)
+
+    monkeypatch.setattr(balancer_module, "jacobian", recording)
+    torch.manual_seed(0)
+    model = TwoHeadNet().double()
+    auto = run_step(model, fairmtl.Balancer("fairgrad"), features=True)
+    looped = run_step(model, fairmtl.Balancer("fairgrad", jacobian_method="loop"), features=True)
+    run_step(model, fairmtl.Balancer("fairgrad"))  # shared parameters: the loop on the CPU
+    assert methods == ["batched", "loop", "auto"]
+    for name in auto:
+        torch.testing.assert_close(auto[name], looped[name], rtol=1e-10, atol=1e-12)
+
+
 def test_sum_aggregator_equals_plain_backward_of_the_summed_loss() -> None:
     torch.manual_seed(1)
     model = TwoHeadNet().double()

@@ -381,7 +381,9 @@ class Balancer:
         scale = 1.0 if scaler is None else float(scaler.get_scale())
         if self._blockwise(objectives.shape[0], inputs):
             return self._aggregate_blockwise(objectives, inputs, losses, scale, scaler is not None)
-        jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=True)
+        jac = jacobian(
+            objectives, inputs, self._jacobian_method(objectives, inputs), retain_graph=True
+        )
         if scale != 1.0:
             jac = jac / scale
         if scaler is not None and _overflowed(jac):
@@ -389,6 +391,20 @@ class Balancer:
             return torch.full((jac.shape[1],), float("inf"), dtype=jac.dtype, device=jac.device)
         direction = self.aggregator(jac, losses.detach())
         return direction * scale if scale != 1.0 else direction
+
+    def _jacobian_method(self, objectives: Tensor, inputs: list[Tensor]) -> JacobianMethod:
+        """``jacobian_method``, where ``"auto"`` also takes the batched call for a small
+        Jacobian of the features (features mode): the representation's gradients run
+        through the heads only, where one vmapped call beats K autograd calls on any
+        device (CelebA CNN, K = 40, 2 x 512 features, CPU: 9-11 ms against 32-36 ms)."""
+        if (
+            self.jacobian_method == "auto"
+            and len(inputs) == 1
+            and not inputs[0].is_leaf
+            and objectives.shape[0] * inputs[0].numel() <= FEATURES_BATCHED_MAX
+        ):
+            return "batched"
+        return self.jacobian_method
 
     def _blockwise(self, num_tasks: int, inputs: list[Tensor]) -> bool:
         """Whether the (K, m) Jacobian would exceed ``max_jacobian_bytes``."""
@@ -468,6 +484,9 @@ def _resolve(spec: object, base: type, what: str) -> Any:
     if not isinstance(obj, base):
         raise TypeError(f"{what} must be a {base.__name__} or a registered name, got {spec!r}")
     return obj
+
+
+FEATURES_BATCHED_MAX = 1 << 20  # entries of a features-mode Jacobian taken batched by "auto"
 
 
 def _check_max_bytes(max_bytes: int | None, aggregator: Aggregator) -> int | None:

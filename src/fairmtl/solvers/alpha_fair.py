@@ -346,7 +346,11 @@ def _solve(
     w1 = torch.ones_like(d1)
     ok = False
     for rho in ridges:
-        a_rho = a1 + torch.diag(rho * torch.where(zero_task, torch.ones_like(d1), d1))
+        a_rho = (
+            a1
+            if rho == 0.0
+            else a1 + torch.diag(rho * torch.where(zero_task, torch.ones_like(d1), d1))
+        )
         start = w1_init if rho == ridges[0] else None
         for stage_alpha in stages:
             stage_tol = tol if stage_alpha == alpha else _STAGE_TOL
