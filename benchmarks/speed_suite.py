@@ -1536,6 +1536,8 @@ def floor_rows(res: ShapeResult, methods: Sequence[str]) -> list[FloorRow]:
     t_gram = res.median_ms(GRAM_KEY)
     out: list[FloorRow] = []
     for m in methods:
+        if not needs_jacobian(m, res.k):
+            continue
         steps, inside = res.times.get(("fairmtl", m)), res.times.get((IN_STEP, m))
         if not steps or not inside or len(steps) != len(inside):
             continue

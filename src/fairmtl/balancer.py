@@ -48,8 +48,9 @@ class Balancer:
             ``default_transform``, e.g. log for IGB and SI, else identity).
         num_tasks: K, if known; otherwise fixed by the first call.
         jacobian_method: ``"auto"`` (default: ``"loop"`` on the CPU, ``"batched"`` on
-            accelerators; see :mod:`fairmtl.jacobian`), ``"batched"`` (one vmapped
-            backward) or ``"loop"`` (K backward passes).
+            accelerators and for a features-mode Jacobian of at most 2^20 entries; see
+            :mod:`fairmtl.jacobian`), ``"batched"`` (one vmapped backward) or ``"loop"``
+            (K backward passes).
         check_losses: validate the losses every step (one host sync; disable for speed).
         weight_heads: give each head the gradient of its loss times the aggregator's weight
             ``w_i`` too (Nash-MTL's and MGDA-UB's reference code do this). Needs a

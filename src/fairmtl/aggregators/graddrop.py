@@ -30,6 +30,9 @@ def _check_leak(leak: float | Sequence[float]) -> float | tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+_BLOCK_BYTES = 1 << 20  # CPU: the Jacobian in column blocks of about this many bytes
+
+
 @register("graddrop")
 class GradDrop(Aggregator):
     """GradDrop (Chen et al., NeurIPS 2020, section 3: sign purity ``P``, masks, masked sum).
@@ -67,19 +70,30 @@ class GradDrop(Aggregator):
         work = torch.float64 if jacobian.dtype == torch.float64 else torch.float32
         gen = self._stream.generator(jacobian.device)
         u = torch.rand(m, generator=gen, device=jacobian.device, dtype=work)
-        g = jacobian.to(work)
-        purity = 0.5 * (1.0 + g.sum(dim=0) / (g.abs().sum(dim=0) + self.eps))
-        keep = ((purity > u) & (g > 0)) | ((purity < u) & (g < 0))
+        leak: Tensor | float = self.leak if isinstance(self.leak, float) else 0.0
         if isinstance(self.leak, tuple):
             if len(self.leak) != k:
                 raise ValueError(f"leak has {len(self.leak)} values but there are {k} tasks")
             leak = torch.tensor(self.leak, dtype=work, device=jacobian.device)[:, None]
-            factor = leak + (1.0 - leak) * keep.to(work)
-        elif self.leak > 0.0:
-            factor = self.leak + (1.0 - self.leak) * keep.to(work)
-        else:
-            factor = keep.to(work)
-        return (factor * g).sum(dim=0).to(jacobian.dtype)
+        # Every coordinate is independent: on the CPU, blocks of columns whose K x width
+        # temporaries stay in cache (the same formula, float32 sums may round differently;
+        # 40 x 5.2M on one thread: 1.3 s against 6.9 s, and no K x m temporaries); one
+        # block elsewhere (fewer kernel launches).
+        width = m if jacobian.device.type != "cpu" else max(1024, _BLOCK_BYTES // (4 * k))
+        out = torch.empty(m, dtype=work, device=jacobian.device)
+        for start in range(0, m, width):
+            cols = slice(start, min(m, start + width))
+            out[cols] = self._masked_sum(jacobian[:, cols].to(work), u[cols], leak)
+        return out.to(jacobian.dtype)
+
+    def _masked_sum(self, g: Tensor, u: Tensor, leak: Tensor | float) -> Tensor:
+        """``sum_i (leak_i + (1 - leak_i) M_i) g_i`` on a block of columns."""
+        purity = 0.5 * (1.0 + g.sum(dim=0) / (g.abs().sum(dim=0) + self.eps))
+        keep = ((purity > u) & (g > 0)) | ((purity < u) & (g < 0))
+        if isinstance(leak, Tensor) or leak > 0.0:
+            factor = leak + (1.0 - leak) * keep.to(g.dtype)
+            return (factor * g).sum(dim=0)
+        return torch.where(keep, g, 0.0).sum(dim=0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"random": self._stream.state_dict()}
