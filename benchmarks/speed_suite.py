@@ -457,10 +457,12 @@ def _best_pair(dps: dict[tuple[int, int], float], k: int) -> np.ndarray:
     return w
 
 
-def _inner_products(a: np.ndarray) -> dict[tuple[int, int], float]:
-    """The references' ``dps``: the Gram entries in a dict keyed by task pairs."""
+def _min_norm_start(a: np.ndarray) -> tuple[dict[tuple[int, int], float], np.ndarray]:
+    """The references' ``dps`` (the Gram entries in a dict keyed by task pairs) and their
+    start, the best pair of gradients (the answer for K <= 2)."""
     k = a.shape[0]
-    return {(i, j): float(a[i, j]) for i in range(k) for j in range(k)}
+    dps = {(i, j): float(a[i, j]) for i in range(k) for j in range(k)}
+    return dps, (np.ones(1) if k == 1 else _best_pair(dps, k))
 
 
 def reference_mgda_fw(a: np.ndarray, max_iter: int = 250, stop: float = 1e-5) -> np.ndarray:
@@ -470,12 +472,8 @@ def reference_mgda_fw(a: np.ndarray, max_iter: int = 250, stop: float = 1e-5) ->
     closed-form line search on the segment from ``w`` to ``e_t`` (numpy products), until
     the weights change by less than ``stop`` (L1) or ``max_iter`` steps.
     """
-    k = a.shape[0]
-    if k == 1:
-        return np.ones(1)
-    dps = _inner_products(a)
-    w = _best_pair(dps, k)
-    if k == 2:
+    _, w = _min_norm_start(a)
+    if len(w) <= 2:
         return w
     for _ in range(max_iter):
         aw = a @ w
@@ -530,12 +528,9 @@ def reference_mgda(a: np.ndarray, max_iter: int = 250, stop: float = 1e-5) -> np
     reference does); stop when the weights change by less than ``stop`` (L1). The
     reference never increments its iteration counter (no cap); here at most ``max_iter``.
     """
-    k = a.shape[0]
-    if k == 1:
-        return np.ones(1)
-    dps = _inner_products(a)
-    w = _best_pair(dps, k)
-    if k == 2:
+    dps, w = _min_norm_start(a)
+    k = len(w)
+    if k <= 2:
         return w
     for _ in range(max_iter):
         new = _projected_step(w, -(a @ w))

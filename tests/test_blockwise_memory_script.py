@@ -5,30 +5,20 @@ docs/speed.md and tested in tests/test_balancer_blockwise.py.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benchmark_scripts import loaded_script
 
 pytest.importorskip("numpy")  # the speed suite it imports from
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "blockwise_memory.py"
 
 
 @pytest.fixture(scope="module")
 def script() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("blockwise_memory_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script("blockwise_memory.py", "blockwise_memory_script") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and fork are Linux's")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +16,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import loaded_script
 
 import fairmtl
 from fairmtl.solvers.cagrad import solve_cagrad_dual
@@ -29,16 +29,9 @@ METHODS = ("fairgrad", "mgda")  # two methods that every implementation has
 
 @pytest.fixture(scope="module")
 def script() -> Iterator[ModuleType]:
-    """The script imported as a module (dataclasses look it up in ``sys.modules``)."""
-    spec = importlib.util.spec_from_file_location("speed_suite_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    """The script imported as a module."""
+    with loaded_script(SCRIPT.name, "speed_suite_script") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def _section(text: str, title: str) -> str:
