@@ -248,7 +248,7 @@ class Balancer:
             )
             direction = torch.cat([g.reshape(-1) for g in grads])
         else:
-            direction = self._aggregate(objectives, inputs, losses, scaler)
+            direction = self._aggregate(objectives, inputs, losses, scaler, features is not None)
 
         if heads:
             head_grads = torch.autograd.grad(
@@ -376,15 +376,21 @@ class Balancer:
         return objectives
 
     def _aggregate(
-        self, objectives: Tensor, inputs: list[Tensor], losses: Tensor, scaler: Any | None
+        self,
+        objectives: Tensor,
+        inputs: list[Tensor],
+        losses: Tensor,
+        scaler: Any | None,
+        features: bool,
     ) -> Tensor:
         """The aggregated direction (flat) from the Jacobian of the (scaled) objectives."""
         scale = 1.0 if scaler is None else float(scaler.get_scale())
         if self._blockwise(objectives.shape[0], inputs):
             return self._aggregate_blockwise(objectives, inputs, losses, scale, scaler is not None)
         jac = jacobian(
-            objectives, inputs, self._jacobian_method(objectives, inputs), retain_graph=True
-        )
+            objectives, inputs, self._jacobian_method(objectives, inputs, features),
+            retain_graph=True,
+        )  # fmt: skip
         if scale != 1.0:
             jac = jac / scale
         if scaler is not None and _overflowed(jac):
@@ -393,15 +399,16 @@ class Balancer:
         direction = self.aggregator(jac, losses.detach())
         return direction * scale if scale != 1.0 else direction
 
-    def _jacobian_method(self, objectives: Tensor, inputs: list[Tensor]) -> JacobianMethod:
+    def _jacobian_method(
+        self, objectives: Tensor, inputs: list[Tensor], features: bool
+    ) -> JacobianMethod:
         """``jacobian_method``, where ``"auto"`` also takes the batched call for a small
         Jacobian of the features (features mode): the representation's gradients run
         through the heads only, where one vmapped call beats K autograd calls on any
         device (CelebA CNN, K = 40, 2 x 512 features, CPU: 9-11 ms against 32-36 ms)."""
         if (
             self.jacobian_method == "auto"
-            and len(inputs) == 1
-            and not inputs[0].is_leaf
+            and features
             and objectives.shape[0] * inputs[0].numel() <= FEATURES_BATCHED_MAX
         ):
             return "batched"

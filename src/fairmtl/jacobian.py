@@ -28,6 +28,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from fairmtl.aggregators.base import check_finite_rows
+
 JacobianMethod = Literal["auto", "loop", "batched"]
 METHODS: tuple[str, ...] = get_args(JacobianMethod)
 
@@ -72,18 +74,8 @@ def jacobian(
             materialize_grads=True,
         )
         return torch.cat([g.reshape(k, -1).to(dtype) for g in grads], dim=1)
-    m = sum(x.numel() for x in inputs)
-    out = torch.empty(k, m, dtype=dtype, device=inputs[0].device)
-    for i in range(k):
-        grads = torch.autograd.grad(
-            objectives[i],
-            list(inputs),
-            retain_graph=retain_graph or i < k - 1,
-            allow_unused=True,
-            materialize_grads=True,
-        )
-        torch.cat([g.reshape(-1).to(dtype) for g in grads], out=out[i])
-    return out
+    whole = [Segment(i, 0, x.numel()) for i, x in enumerate(inputs)]
+    return _block_jacobian(objectives, inputs, whole, retain_graph=retain_graph)
 
 
 @dataclass(frozen=True)
@@ -119,9 +111,17 @@ def input_blocks(inputs: Sequence[Tensor], num_tasks: int, max_bytes: int) -> li
     return [b for b in blocks if b]
 
 
-def _block_jacobian(objectives: Tensor, inputs: Sequence[Tensor], block: list[Segment]) -> Tensor:
+def _block_jacobian(
+    objectives: Tensor,
+    inputs: Sequence[Tensor],
+    block: list[Segment],
+    *,
+    retain_graph: bool = True,
+) -> Tensor:
     """The (K, columns) block of :func:`jacobian`: K backward passes to the block's inputs,
-    keeping only its segments (the batched call would hold K gradients of each input)."""
+    each written into its row, keeping only the block's segments (the batched call would
+    hold K gradients of each input). The graph is freed by the last pass unless
+    ``retain_graph``."""
     k = objectives.shape[0]
     used = sorted({seg.index for seg in block})
     position = {index: j for j, index in enumerate(used)}
@@ -129,8 +129,8 @@ def _block_jacobian(objectives: Tensor, inputs: Sequence[Tensor], block: list[Se
     out = torch.empty(k, width, dtype=inputs[0].dtype, device=inputs[0].device)
     for i in range(k):
         grads = torch.autograd.grad(
-            objectives[i], [inputs[j] for j in used], retain_graph=True, allow_unused=True,
-            materialize_grads=True,
+            objectives[i], [inputs[j] for j in used], retain_graph=retain_graph or i < k - 1,
+            allow_unused=True, materialize_grads=True,
         )  # fmt: skip
         col = 0
         for seg in block:
@@ -169,8 +169,6 @@ def blockwise_gram(
             :func:`fairmtl.aggregators.base.check_finite_rows`); otherwise such a row makes
             the Gram diagonal non-finite (how an AMP overflow is detected).
     """
-    from fairmtl.aggregators.base import check_finite_rows
-
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
     if len(inputs) == 0:

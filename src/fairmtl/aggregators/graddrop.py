@@ -70,11 +70,13 @@ class GradDrop(Aggregator):
         work = torch.float64 if jacobian.dtype == torch.float64 else torch.float32
         gen = self._stream.generator(jacobian.device)
         u = torch.rand(m, generator=gen, device=jacobian.device, dtype=work)
-        leak: Tensor | float = self.leak if isinstance(self.leak, float) else 0.0
+        leak: Tensor | float
         if isinstance(self.leak, tuple):
             if len(self.leak) != k:
                 raise ValueError(f"leak has {len(self.leak)} values but there are {k} tasks")
             leak = torch.tensor(self.leak, dtype=work, device=jacobian.device)[:, None]
+        else:
+            leak = self.leak
         # Every coordinate is independent: on the CPU, blocks of columns whose K x width
         # temporaries stay in cache (the same formula, float32 sums may round differently;
         # 40 x 5.2M on one thread: 1.3 s against 6.9 s, and no K x m temporaries); one

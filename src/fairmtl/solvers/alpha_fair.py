@@ -31,6 +31,7 @@ through the min-norm point of the simplex (its solution is ``u / (u^T A u)``).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -105,9 +106,10 @@ class _Scaled:
         b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
         return _Scaled(a_hat, a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha)
 
-    @property
+    @functools.cached_property
     def steps(self) -> Tensor:
-        """Backtracking candidates 1, 1/4, ..., 4^-19 (the batched line search)."""
+        """Backtracking candidates 1, 1/4, ..., 4^-19 (the batched line search; made once
+        per solve, on first use)."""
         b = self.b
         return torch.pow(
             torch.full((_N_STEPS,), _BACKTRACK, dtype=b.dtype, device=b.device),
