@@ -258,3 +258,51 @@ def test_torchjd_computes_the_papers_direction_with_an_inexact_solver() -> None:
             feasible = g0 + step * torch.clamp(radius / step.norm(), max=1.0)
             scale = float((g * g).sum() / k)
             assert float((g @ ours).min()) >= float((g @ feasible).min()) - 1e-12 * scale
+
+
+def _worst_improvement(jac: torch.Tensor, d: torch.Tensor) -> float:
+    return float((jac @ d).min())
+
+
+def test_two_tasks_closed_form_is_certified_and_at_least_as_good_as_the_interior_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """K = 2 takes the closed form (no iteration) when its Frank-Wolfe gap certifies it; its
+    direction is the interior-point method's, to the latter's accuracy, or better on
+    CAGrad's criterion; end-point optima come out with an exactly zero weight."""
+    import fairmtl.solvers.cagrad as module
+
+    rng = np.random.default_rng(11)
+    cases = []
+    for _ in range(60):
+        jac = rng.standard_normal((2, int(rng.integers(2, 8))))
+        jac *= np.exp(rng.uniform(-6, 6, size=(2, 1)) / 2) * 10.0 ** rng.uniform(-6, 6)
+        cases.append((torch.tensor(jac), float(rng.choice([0.1, 0.4, 0.9, 2.0]))))
+    closed = [solve_cagrad_dual(j @ j.T, c) for j, c in cases]
+    monkeypatch.setattr(module, "_two_tasks", lambda q, b, c: None)
+    ipm = [solve_cagrad_dual(j @ j.T, c) for j, c in cases]
+    ends = 0
+    for (jac, c), ours, theirs in zip(cases, closed, ipm):
+        assert ours.info.iterations == 0 and ours.info.converged and not ours.at_zero
+        assert theirs.info.iterations > 0 and theirs.info.converged
+        assert ours.info.backward_error <= theirs.info.backward_error + 1e-15
+        d, d_ipm = ours.coefficients @ jac, theirs.coefficients @ jac
+        assert relative_error(d, d_ipm) <= 1e-7
+        scale = float((jac * jac).sum())
+        assert _worst_improvement(jac, d) >= _worst_improvement(jac, d_ipm) - 1e-14 * scale
+        ends += int((ours.weights == 0).any())
+    assert ends >= 3  # the end-point branch (r^2 >= a2) is exercised
+
+
+def test_two_tasks_parallel_gradients_fall_back_to_the_interior_point() -> None:
+    # g and -2 g: F(1, 0) = (c - 1) ||g||^2 / 2 and F(0, 1) > 0 (normalised), so at c = 0.4
+    # the end point w = (1, 0) is optimal (closed form), and at c = 1.5 the kink g_w = 0 at
+    # w = (2/3, 1/3), where the closed form does not apply.
+    g = torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    jac = torch.stack([g, -2.0 * g])
+    end = solve_cagrad_dual(jac @ jac.T, 0.4)
+    assert end.info.iterations == 0 and not end.at_zero
+    assert torch.equal(end.weights, torch.tensor([1.0, 0.0], dtype=torch.float64))
+    kink = solve_cagrad_dual(jac @ jac.T, 1.5)
+    assert kink.info.iterations > 0 and kink.at_zero and kink.info.converged
+    torch.testing.assert_close(kink.weights, torch.tensor([2 / 3, 1 / 3], dtype=torch.float64))
