@@ -86,8 +86,8 @@ def test_no_jacobian_block_larger_than_the_bound_is_ever_formed(
     shapes: list[tuple[int, ...]] = []
     original = jacobian_module._block_jacobian
 
-    def recording(*args: Any) -> Tensor:
-        out = original(*args)
+    def recording(*args: Any, **kwargs: Any) -> Tensor:
+        out = original(*args, **kwargs)
         shapes.append(tuple(out.shape))
         return out
 

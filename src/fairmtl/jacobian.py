@@ -17,6 +17,17 @@ of kernel launches.
 
 Features mode (MGDA-UB, Sener & Koltun 2018, section 3.3) is the same call with the
 shared representation as the only input; see :class:`fairmtl.Balancer`.
+
+Where the loop's passes start (:func:`task_roots`). Pass ``i`` differentiating
+``objectives[i]`` runs the backward of ``torch.stack``, which hands every task's branch a
+gradient, zero for all but one, and autograd then runs the backward of every head on
+zeros: K passes cost K x K head backwards. When the losses are a ``torch.stack`` of K
+scalars and the objectives an elementwise function of them, pass ``i`` can start at the edge
+into the i-th loss's own graph instead, with the cotangent ``d objective_i / d loss_i``: the
+same rows to the bit (the same products, in the same order) at the cost of one head
+backward per pass. Measured with one thread, the loop's Jacobian of SegNet-MTAN (K = 3,
+shared encoder) took 96 ms instead of 186 ms, and the CelebA CNN's features Jacobian
+(K = 40) 2.2 ms instead of 55 ms (7-11 ms batched).
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import GradientEdge
 
 from fairmtl.aggregators.base import check_finite_rows
 
@@ -44,17 +56,54 @@ def resolve_method(method: str, device: torch.device) -> str:
     return method
 
 
+@dataclass(frozen=True)
+class TaskRoots:
+    """Where the loop's K backward passes start: pass ``i`` differentiates ``outputs[i]``
+    (an edge of the autograd graph) with the cotangent ``cotangents[i]``."""
+
+    outputs: Sequence[GradientEdge]
+    cotangents: Sequence[Tensor]
+
+
+def task_roots(objectives: Tensor, losses: Tensor) -> TaskRoots | None:
+    """Roots that skip the stack of the losses, or None where they do not apply.
+
+    ``losses`` must be a ``torch.stack`` of K scalars that all require grad, and
+    ``objectives`` an elementwise function of ``losses`` (or ``losses`` itself): e.g.
+    ``lam * T(losses)`` with constant weights ``lam``, an elementwise transform ``T`` and
+    a constant loss scale. Pass ``i`` then starts at the edge into the i-th loss's graph
+    with cotangent ``d objective_i / d loss_i``, from one backward pass through the
+    elementwise part. Hooks registered on ``losses`` itself do not run in these passes.
+    """
+    node = losses.grad_fn
+    if node is None or losses.ndim != 1 or node.name() != "StackBackward0":
+        return None
+    edges = [GradientEdge(n, nr) for n, nr in node.next_functions if n is not None]
+    if len(edges) != losses.shape[0]:  # a loss without a graph
+        return None
+    if objectives is losses:
+        slopes = torch.ones_like(losses).detach()
+    else:
+        (slopes,) = torch.autograd.grad(
+            objectives, losses, grad_outputs=torch.ones_like(objectives), retain_graph=True
+        )
+    return TaskRoots(edges, slopes.unbind())
+
+
 def jacobian(
     objectives: Tensor,
     inputs: Sequence[Tensor],
     method: JacobianMethod = "auto",
     *,
     retain_graph: bool = True,
+    roots: TaskRoots | None = None,
 ) -> Tensor:
     """Rows ``i`` = gradient of ``objectives[i]`` w.r.t. ``inputs``, flattened and concatenated.
 
     Inputs that an objective does not depend on contribute zeros. The result has the
-    dtype of the first input (gradients are cast if inputs differ).
+    dtype of the first input (gradients are cast if inputs differ). ``roots`` (from
+    :func:`task_roots`) make the loop's passes start past the stack of the losses; the
+    batched call ignores them.
     """
     if objectives.ndim != 1:
         raise ValueError(f"objectives must be a (K,) tensor, got shape {tuple(objectives.shape)}")
@@ -75,7 +124,7 @@ def jacobian(
         )
         return torch.cat([g.reshape(k, -1).to(dtype) for g in grads], dim=1)
     whole = [Segment(i, 0, x.numel()) for i, x in enumerate(inputs)]
-    return _block_jacobian(objectives, inputs, whole, retain_graph=retain_graph)
+    return _block_jacobian(objectives, inputs, whole, retain_graph=retain_graph, roots=roots)
 
 
 @dataclass(frozen=True)
@@ -117,20 +166,23 @@ def _block_jacobian(
     block: list[Segment],
     *,
     retain_graph: bool = True,
+    roots: TaskRoots | None = None,
 ) -> Tensor:
-    """The (K, columns) block of :func:`jacobian`: K backward passes to the block's inputs,
-    each written into its row, keeping only the block's segments (the batched call would
-    hold K gradients of each input). The graph is freed by the last pass unless
-    ``retain_graph``."""
+    """The (K, columns) block of :func:`jacobian`: K backward passes to the block's inputs
+    (from ``roots`` if given), each written into its row, keeping only the block's segments
+    (the batched call would hold K gradients of each input). The graph is freed by the last
+    pass unless ``retain_graph``."""
     k = objectives.shape[0]
     used = sorted({seg.index for seg in block})
     position = {index: j for j, index in enumerate(used)}
     width = sum(seg.stop - seg.start for seg in block)
     out = torch.empty(k, width, dtype=inputs[0].dtype, device=inputs[0].device)
     for i in range(k):
+        start: Tensor | GradientEdge = objectives[i] if roots is None else roots.outputs[i]
         grads = torch.autograd.grad(
-            objectives[i], [inputs[j] for j in used], retain_graph=retain_graph or i < k - 1,
-            allow_unused=True, materialize_grads=True,
+            start, [inputs[j] for j in used],
+            grad_outputs=None if roots is None else [roots.cotangents[i]],
+            retain_graph=retain_graph or i < k - 1, allow_unused=True, materialize_grads=True,
         )  # fmt: skip
         col = 0
         for seg in block:
@@ -149,6 +201,7 @@ def blockwise_gram(
     *,
     scale: float = 1.0,
     check_rows: bool = True,
+    roots: TaskRoots | None = None,
 ) -> Tensor:
     """The Gram matrix ``J J^T`` of :func:`jacobian` without holding ``J``.
 
@@ -168,6 +221,7 @@ def blockwise_gram(
             per block on its Gram diagonal, see
             :func:`fairmtl.aggregators.base.check_finite_rows`); otherwise such a row makes
             the Gram diagonal non-finite (how an AMP overflow is detected).
+        roots: where the passes start (:func:`task_roots`).
     """
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
@@ -176,7 +230,7 @@ def blockwise_gram(
     k = objectives.shape[0]
     gram: Tensor | None = None
     for block in input_blocks(inputs, k, max_bytes):
-        jac = _block_jacobian(objectives, inputs, block)
+        jac = _block_jacobian(objectives, inputs, block, roots=roots)
         if scale != 1.0:
             jac = jac / scale
         part = jac @ jac.T
