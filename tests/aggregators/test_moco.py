@@ -172,6 +172,38 @@ def test_direction_is_invariant_to_rescaling_the_gradients() -> None:
         )
 
 
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_rows_whose_squares_over_or_underflow_are_normalised_exactly(scale: float) -> None:
+    """A row at 1e200 (its squared norm overflows) or 1e-200 (underflows) takes the scaled
+    normalisation, next to ordinary rows that take the fused update: the same direction and
+    tracked gradients as for the unscaled rows."""
+    gen = torch.Generator().manual_seed(6)
+    jac = torch.randn(3, 9, dtype=torch.float64, generator=gen)
+    losses = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    extreme = jac * torch.tensor([[scale], [1.0], [1.0]], dtype=torch.float64)
+    a, b = MoCo(), MoCo()
+    for _ in range(3):
+        torch.testing.assert_close(b(extreme, losses), a(jac, losses), rtol=1e-13, atol=0)
+    torch.testing.assert_close(b.state_dict()["y"], a.state_dict()["y"], rtol=1e-13, atol=0)
+
+
+def test_the_tracked_gradients_are_updated_in_place_without_touching_saved_states() -> None:
+    gen = torch.Generator().manual_seed(7)
+    jac = torch.randn(4, 11, dtype=torch.float64, generator=gen)
+    losses = torch.tensor([0.5, 1.0, 2.0, 4.0], dtype=torch.float64)
+    agg = MoCo()
+    agg(jac, losses)
+    saved = agg.state_dict()
+    y = agg._y
+    agg(2.0 * jac, losses)
+    assert agg._y is y  # the same storage: no (K, m) copy per step
+    expected = (1 - 0.5 / 2**0.5) * saved["y"] + 0.5 / 2**0.5 * (
+        losses[:, None] * jac / jac.norm(dim=1, keepdim=True)
+    )
+    torch.testing.assert_close(agg.state_dict()["y"], expected, rtol=1e-13, atol=0)
+    assert not torch.equal(saved["y"], agg.state_dict()["y"])  # the saved state is a copy
+
+
 def test_first_init_starts_from_the_normalised_gradients() -> None:
     jac = torch.tensor([[3.0, 0.0, 4.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
     agg = MoCo(y_init="first")

@@ -45,6 +45,28 @@ def _unit_rows(jacobian: Tensor) -> Tensor:
     return torch.where(nonzero, scaled / torch.where(nonzero, norm, torch.ones_like(norm)), 0.0)
 
 
+def _tracked(y: Tensor | None, jacobian: Tensor, losses: Tensor, beta: float) -> Tensor:
+    """``y - beta (y - g_hat)`` with ``g_hat_i = l_i g_i / ||g_i||`` (``y = None``: zeros).
+
+    On a large Jacobian this is the cost of MoCo beyond the Gram matrix, so it makes no
+    (K, m) temporary: the row norms are one reduction, and ``y`` (MoCo's own state, or a new
+    tensor on the first step) is updated in place by one fused pass,
+    ``y <- (1 - beta) y + (beta l_i / ||g_i||) g_i``. Rows whose direct norm is zero or not
+    finite (a zero row, or an entry whose square under- or overflows) take
+    :func:`_unit_rows` instead.
+    """
+    norms = torch.linalg.vector_norm(jacobian, dim=1)
+    if bool((torch.isfinite(norms) & (norms > 0)).all()):
+        coef = (beta * losses / norms).unsqueeze(1)
+        if y is None:
+            return jacobian * coef
+        return y.mul_(1.0 - beta).addcmul_(jacobian, coef)
+    g_hat = _unit_rows(jacobian) * losses[:, None]
+    if y is None:
+        return g_hat.mul_(beta)
+    return y.mul_(1.0 - beta).add_(g_hat, alpha=beta)
+
+
 @register("moco")
 class MoCo(Aggregator):
     """MoCo (Fernando et al., ICLR 2023, Algorithm 1: the tracking and weight updates).
@@ -106,22 +128,26 @@ class MoCo(Aggregator):
             raise ValueError("MoCo needs the task losses: call it as agg(jacobian, losses=...)")
         k, m = jacobian.shape
         dtype, device = jacobian.dtype, jacobian.device
-        g_hat = _unit_rows(jacobian) * losses.to(device=device, dtype=dtype)[:, None]
-        if self._y is None or self._lambda is None:
-            y = torch.zeros_like(g_hat) if self.y_init == "zeros" else g_hat.clone()
-            lam = torch.full((k,), 1.0 / k, dtype=dtype, device=device)
-        else:
-            if self._y.shape != (k, m):
-                raise ValueError(
-                    f"MoCo tracks gradients of shape {tuple(self._y.shape)} but got a Jacobian "
-                    f"of shape {(k, m)}; use a fresh instance for another model or task count"
-                )
-            y = self._y.to(device=device, dtype=dtype)
-            lam = self._lambda.to(device=device, dtype=dtype)
+        if self._y is not None and self._y.shape != (k, m):
+            raise ValueError(
+                f"MoCo tracks gradients of shape {tuple(self._y.shape)} but got a Jacobian "
+                f"of shape {(k, m)}; use a fresh instance for another model or task count"
+            )
         t = self.step + 1
         beta_t = self.beta / t**self.sigma_beta
         gamma_t = self.gamma / t**self.sigma_gamma
-        y = y - beta_t * (y - g_hat)
+        losses = losses.to(device=device, dtype=dtype)
+        first = self._y is None or self._lambda is None
+        if first:
+            lam = torch.full((k,), 1.0 / k, dtype=dtype, device=device)
+        else:
+            assert self._lambda is not None
+            lam = self._lambda.to(device=device, dtype=dtype)
+        if first and self.y_init == "first":
+            y = _tracked(None, jacobian, losses, 1.0)  # y_1 = g_hat_1
+        else:
+            previous = None if first or self._y is None else self._y.to(device=device, dtype=dtype)
+            y = _tracked(previous, jacobian, losses, beta_t)
         gram = y @ y.T
         lam = project_onto_simplex(lam - gamma_t * (gram @ lam + self.rho * lam))
         self._y, self._lambda, self.step = y, lam, t
