@@ -354,7 +354,9 @@ class Balancer:
             else:
                 direction = dist.all_reduce_mean(direction, group)
         else:
-            jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=keep)
+            loop = resolve_method(self.jacobian_method, inputs[0].device) == "loop"
+            roots = task_roots(objectives, losses) if loop else None
+            jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=keep, roots=roots)
             torch.distributed.all_reduce(jac, group=group)
             jac.div_(dist.world_size(group))
             scale = 1.0 if scaler is None else float(scaler.get_scale())
