@@ -49,10 +49,12 @@ def check_gram(gram: Tensor, *, name: str = "gram") -> Tensor:
     a = gram.detach().to(torch.float64)
     at = a.T
     # One host round trip on the good path; the details only when something is wrong.
-    # (max |A| is NaN or inf exactly when an entry is; a NaN fails every comparison.)
-    scale, asym, low = torch.stack(
-        [a.abs().max(), (a - at).abs().max(), a.diagonal().min()]
+    # (The extremes of A are NaN or inf exactly when an entry is; a NaN fails every
+    # comparison. A - A^T is antisymmetric: its largest entry is its largest magnitude.)
+    low_a, high_a, asym, low = torch.stack(
+        [*torch.aminmax(a), (a - at).max(), a.diagonal().min()]
     ).tolist()
+    scale = max(-low_a, high_a) if not math.isnan(low_a) else low_a  # NaN stays NaN
     if not (math.isfinite(scale) and asym <= tol * scale and low >= -1e-8 * scale):
         _raise_bad_gram(a, name, tol)
     return (a + at).mul_(0.5)

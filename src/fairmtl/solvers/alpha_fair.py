@@ -119,8 +119,21 @@ class _Scaled:
     def potential2(self, v: Tensor) -> tuple[Tensor, Tensor]:
         return _potential2(v, self.a_hat, self.b2, self.alpha)
 
-    def direction(self, v: Tensor, host_checks: bool) -> tuple[Tensor, Tensor, float | None]:
-        """Gradient of the potential and the Newton direction, per-component limited.
+    def gradient(self, v: Tensor, av: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(v^(-1/alpha), A' v - b v^(-1/alpha))``: the potential's gradient at ``v``
+        (given ``A' v`` if known)."""
+        vp = torch.pow(v, self.inv)
+        av = torch.mv(self.a_hat, v) if av is None else av
+        return vp, torch.addcmul(av, self.b, vp, value=-1.0)
+
+    def componentwise_error(self, v: Tensor, vp: Tensor, grad: Tensor) -> Tensor:
+        """``max_i |A' v - b v^(-1/alpha)|_i / (|A'| v + b v^(-1/alpha))_i`` (0-d)."""
+        return grad.abs().div_(torch.addcmul(torch.mv(self.abs_a, v), self.b, vp)).max()
+
+    def direction(
+        self, v: Tensor, vp: Tensor, grad: Tensor, host_checks: bool
+    ) -> tuple[Tensor, float | None]:
+        """The Newton direction at ``v`` (given :meth:`gradient`), per-component limited.
 
         The Hessian ``A' + diag(c v^(-1/alpha - 1))`` is positive definite. With
         ``host_checks`` (CPU, where reading a flag costs nothing) it is factorised by
@@ -132,11 +145,9 @@ class _Scaled:
         alpha) cannot throttle the others. If clipping spoils descent, the whole Newton
         step is shortened to the boundary instead.
 
-        Returns ``(grad, delta, max_i |delta_i / v_i|)``, the last only with
-        ``host_checks`` and an unlimited step (else ``None``).
+        Returns ``(delta, max_i |delta_i / v_i|)``, the last only with ``host_checks`` and
+        an unlimited step (else ``None``).
         """
-        vp = torch.pow(v, self.inv)
-        grad = torch.addcmul(torch.mv(self.a_hat, v), self.b, vp, value=-1.0)
         hd = torch.mul(self.c, vp).div_(v)
         h = torch.diag_embed(hd).add_(self.a_hat)
         delta = None
@@ -152,14 +163,14 @@ class _Scaled:
         if host_checks:
             low, high = (x.item() for x in torch.aminmax(ratio))
             if low >= -_TAU:
-                return grad, delta, max(-low, high)  # no weight shrinks too fast
+                return delta, max(-low, high)  # no weight shrinks too fast
         ratio_min = ratio.min()
         clipped = torch.maximum(delta, torch.mul(v, -_TAU))
         shrink = ratio_min.neg().clamp_min_(_TAU)
         delta = torch.where(
             torch.dot(grad, clipped) < 0, clipped, delta.mul_(shrink.reciprocal_().mul_(_TAU))
         )
-        return grad, delta, None
+        return delta, None
 
     def slack(self, v: Tensor, phis: Tensor) -> Tensor:
         """Rounding allowance on 2f: relative to v^T |A'| v, not to the cancelled v^T A' v."""
@@ -186,37 +197,55 @@ def _line_search_batched(
     return v_new, quad_c[first], phis_c[first], rel
 
 
+@dataclass(frozen=True)
+class _Point:
+    """A host-path iterate with what the next direction and the tests reuse: ``v``, the
+    potential's gradient there and ``v^(-1/alpha)``, ``2 sum b phi(v)`` and twice the
+    potential ``f`` (a host number)."""
+
+    v: Tensor
+    vp: Tensor
+    grad: Tensor
+    phis: Tensor
+    f: float
+
+    @staticmethod
+    def at(p: _Scaled, v: Tensor) -> _Point:
+        av = torch.mv(p.a_hat, v)
+        phi = torch.log(v) if p.alpha == 1.0 else torch.pow(v, 1.0 - 1.0 / p.alpha)
+        phis = torch.dot(phi, p.b2)
+        vp, grad = p.gradient(v, av)
+        return _Point(v, vp, grad, phis, (torch.dot(v, av) - phis).item())
+
+
 def _line_search_sequential(
-    p: _Scaled,
-    v: Tensor,
-    grad: Tensor,
-    delta: Tensor,
-    phis: Tensor,
-    f0: float,
-    ratio: float | None,
-) -> tuple[Tensor, Tensor, float, float]:
+    p: _Scaled, point: _Point, delta: Tensor, ratio: float | None
+) -> tuple[_Point, float]:
     """The same Armijo backtracking, one candidate at a time, stopping at the first acceptable
     step (usually the full one): on the CPU a host test costs nothing and this does fewer,
     smaller operations. Same results as :func:`_line_search_batched`.
 
-    Takes twice the potential ``f0`` at ``v`` and ``max |delta / v|`` (if known) as host
-    numbers; returns ``(v, 2 sum b phi at v, twice the potential at v, relative step size +
-    index of the step taken)``."""
-    slope = 2 * _ARMIJO * float(torch.dot(grad, delta))
+    Takes ``max |delta / v|`` (if known) as a host number; returns the new point and the
+    relative step size + index of the step taken."""
+    v, f0 = point.v, point.f
+    slope = 2 * _ARMIJO * float(torch.dot(point.grad, delta))
     slack = None  # needed only near convergence, where the decrease drowns in rounding
     t = 1.0
     for j in range(_N_STEPS):
         v_new = torch.add(v, delta, alpha=t)
-        quad_n, phis_n = p.potential2(v_new)
-        f_new = (quad_n - phis_n).item()
+        av = torch.mv(p.a_hat, v_new)
+        phi = torch.log(v_new) if p.alpha == 1.0 else torch.pow(v_new, 1.0 - 1.0 / p.alpha)
+        phis_n = torch.dot(phi, p.b2)
+        f_new = (torch.dot(v_new, av) - phis_n).item()
         if f_new > f0 + t * slope and slack is None:
-            slack = float(p.slack(v, phis))
+            slack = float(p.slack(v, point.phis))
         if j == _N_STEPS - 1 or f_new <= f0 + t * slope + (slack or 0.0):
             break
         t *= _BACKTRACK
     if ratio is None:
         ratio = torch.div(delta, v).abs_().max().item()
-    return v_new, phis_n, f_new, ratio * t + j
+    vp, grad = p.gradient(v_new, av)
+    return _Point(v_new, vp, grad, phis_n, f_new), ratio * t + j
 
 
 def _newton(
@@ -245,41 +274,80 @@ def _newton(
     normwise test.)
     """
     p = _Scaled.of(a_hat, b, alpha)
-    # Testing every iteration means a host round trip per iteration anyway (the default on
-    # CPU, where it costs nothing): then decide on the host too. Otherwise stay sync-free.
-    host = check_every == 1
+    if check_every == 1:
+        return _newton_host(p, v, a1, dscale, tol, max_iter)
     quad, phis = p.potential2(v)
-    f = (quad - phis).item() if host else 0.0
     it = 0
     last_good = v
-    rel_step: Tensor | float = 0.0
     while it < max_iter:
         for _ in range(check_every):
             it += 1
-            grad, delta, ratio = p.direction(v, host_checks=host)
-            if host:
-                v, phis, f, rel_step = _line_search_sequential(p, v, grad, delta, phis, f, ratio)
-            else:
-                v, quad, phis, rel_step = _line_search_batched(p, v, grad, delta, quad, phis)
-        rel = float(rel_step)  # not finite if a weight over- or underflowed
-        if rel <= _FULL_STEP_TOL:
-            return v, it, True
-        if not math.isfinite(rel):
-            return last_good, it, False
+            vp, grad = p.gradient(v)
+            delta, _ = p.direction(v, vp, grad, host_checks=False)
+            v, quad, phis, rel_step = _line_search_batched(p, v, grad, delta, quad, phis)
+        done = _test(p, v, None, float(rel_step), it, a1, dscale, tol)
+        if done is not None:
+            return (v if done else last_good), it, done
         last_good = v
-        # The residual tests: the componentwise one once a full step was small enough for
-        # the new iterate to be nearly exact (it may save the confirming step), and both
-        # every 4 iterations, for the rare cases the step test cannot meet.
-        near = rel <= _NEAR_STEP
-        if not near and it % 4:
-            continue
-        vp = v.pow(p.inv)
-        cbe = ((a_hat @ v - b * vp).abs() / (p.abs_a @ v + b * vp)).max()
-        if bool(cbe <= tol):
-            return v, it, True
-        if it % 4 == 0 and normwise_residual_error(a1, dscale * v, (dscale * v).pow(p.inv)) <= tol:
-            return v, it, True
     return v, it, False
+
+
+def _newton_host(
+    p: _Scaled, v: Tensor, a1: Tensor, dscale: Tensor, tol: float, max_iter: int
+) -> tuple[Tensor, int, bool]:
+    """:func:`_newton` with a test every iteration, so decisions are taken on the host too
+    (the CPU default): each iterate carries its gradient, reused by the next direction
+    and the residual test."""
+    point = _Point.at(p, v)
+    it = 0
+    last_good = v
+    while it < max_iter:
+        it += 1
+        delta, ratio = p.direction(point.v, point.vp, point.grad, host_checks=True)
+        point, rel = _line_search_sequential(p, point, delta, ratio)
+        done = _test(p, point.v, (point.vp, point.grad), rel, it, a1, dscale, tol)
+        if done is not None:
+            return (point.v if done else last_good), it, done
+        last_good = point.v
+    return point.v, it, False
+
+
+def _test(
+    p: _Scaled,
+    v: Tensor,
+    gradient: tuple[Tensor, Tensor] | None,
+    rel: float,
+    it: int,
+    a1: Tensor,
+    dscale: Tensor,
+    tol: float,
+) -> bool | None:
+    """The convergence test after iteration ``it`` (a relative step ``rel`` to ``v``, and
+    :meth:`_Scaled.gradient` at ``v`` if known): True if converged at ``v``, False if a
+    weight over- or underflowed (``rel`` not finite: keep the last good iterate), None to
+    go on.
+
+    A full step of relative size below 1e-7 has converged (quadratic convergence makes the
+    next iterate exact to rounding). The residual tests: the componentwise one once a full
+    step was small enough for the new iterate to be nearly exact (it may save the
+    confirming step), and both every 4 iterations, for the rare cases the step test cannot
+    meet (the normwise one of the unscaled system, which a task whose weight underflows can
+    still meet).
+    """
+    if rel <= _FULL_STEP_TOL:
+        return True
+    if not math.isfinite(rel):
+        return False
+    if rel > _NEAR_STEP and it % 4:
+        return None
+    vp, grad = p.gradient(v) if gradient is None else gradient
+    if bool(p.componentwise_error(v, vp, grad) <= tol):
+        return True
+    if it % 4 == 0:
+        w = dscale * v
+        if normwise_residual_error(a1, w, w.pow(p.inv)) <= tol:
+            return True
+    return None
 
 
 def solve_alpha_fair(
@@ -327,17 +395,14 @@ def _solve(
     k = a.shape[0]
     if math.isinf(alpha):
         return _max_min_fair(a)
-    diag = a.diagonal().clamp_min(0.0)
-    dmax = diag.max()
-    if bool(dmax <= 0):
+    dmin, dmax = (float(x) for x in torch.aminmax(a.diagonal()))  # one host round trip
+    if not dmax > 0:
         ones = torch.ones(k, dtype=a.dtype, device=a.device)
         return AlphaFairSolution(ones, SolverInfo(0, 0.0, 0.0, True, zero_gram=True))
     a1 = a / dmax
-    d1 = diag / dmax
-    zero_task = d1 <= 0
-    out_scale = dmax.pow(-alpha / (alpha + 1.0))
+    out_scale = dmax ** (-alpha / (alpha + 1.0))
 
-    ridges = (0.0,) + _RIDGES if not bool(zero_task.any()) else _RIDGES
+    ridges = _RIDGES if dmin <= 0 else (0.0,) + _RIDGES  # a zero task needs a ridge
     w1_init = None if init is None else _check_init(init, k, a) / out_scale
     # Large alpha is a barrier-like problem (inactive tasks' weights are ~ c^(-alpha));
     # reach it by continuation from a moderate alpha, warm-starting each stage.
@@ -345,14 +410,10 @@ def _solve(
     while stages[0] > _CONTINUATION_FROM and w1_init is None:
         stages.insert(0, max(stages[0] / _CONTINUATION_RATIO, _CONTINUATION_FROM))
     total_it = 0
-    w1 = torch.ones_like(d1)
+    w1 = a1.new_ones(k)
     ok = False
     for rho in ridges:
-        a_rho = (
-            a1
-            if rho == 0.0
-            else a1 + torch.diag(rho * torch.where(zero_task, torch.ones_like(d1), d1))
-        )
+        a_rho = a1 if rho == 0.0 else _ridged(a1, rho)
         start = w1_init if rho == ridges[0] else None
         for stage_alpha in stages:
             stage_tol = tol if stage_alpha == alpha else _STAGE_TOL
@@ -372,6 +433,12 @@ def _solve(
     return AlphaFairSolution(w, SolverInfo(total_it, berr, ridges[-1], False))
 
 
+def _ridged(a1: Tensor, rho: float) -> Tensor:
+    """``a1 + rho diag(a1)``, with ``rho`` itself on the zero diagonal entries (zero tasks)."""
+    d1 = a1.diagonal().clamp_min(0.0)
+    return a1 + torch.diag(rho * torch.where(d1 <= 0, torch.ones_like(d1), d1))
+
+
 def _solve_scaled(
     a1: Tensor, alpha: float, init: Tensor | None, tol: float, max_iter: int, check_every: int
 ) -> tuple[Tensor, int, bool]:
@@ -380,8 +447,8 @@ def _solve_scaled(
     # Per-task rescaling exponent: unit diagonal (p = 1) unless alpha < 1/2, where the
     # right-hand side weights b = d^(1 - 1/alpha) would span too many decades.
     p = 1.0 if alpha >= 0.5 else alpha / (1.0 - alpha)
-    dscale = a1.diagonal().sqrt().pow(-p)
-    a_hat = a1 * dscale[:, None] * dscale[None, :]
+    dscale = a1.diagonal().rsqrt() if p == 1.0 else a1.diagonal().pow(-0.5 * p)
+    a_hat = torch.outer(dscale, dscale).mul_(a1)
     b = dscale.pow(1.0 - 1.0 / alpha)
     if init is not None:
         v0 = init / dscale
@@ -399,7 +466,8 @@ def _numerically_stationary(a1: Tensor, w1: Tensor) -> bool:
     measure ``w^T A w / (sum_i w_i ||g_i||)^2`` is invariant to per-task gradient scales.
     """
     norms = a1.diagonal().clamp_min(0.0).sqrt()
-    return bool(w1 @ (a1 @ w1) <= _STATIONARY * (w1 @ norms) ** 2)
+    quad, lin = torch.stack([torch.dot(w1, torch.mv(a1, w1)), torch.dot(w1, norms)]).tolist()
+    return quad <= _STATIONARY * lin * lin
 
 
 def _check_init(init: Tensor, k: int, like: Tensor) -> Tensor:
