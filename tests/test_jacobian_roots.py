@@ -101,7 +101,9 @@ def test_no_roots_where_the_losses_are_not_a_stack_of_scalars_with_graphs() -> N
     assert jacobian_module.task_roots(vector.detach(), vector.detach()) is None
 
 
-def _step(balancer: fairmtl.Balancer, stacked: bool, features: bool) -> dict[str, Tensor]:
+def _step(
+    balancer: fairmtl.Balancer, stacked: bool, features: bool, amp: bool = False
+) -> dict[str, Tensor]:
     model = _model()
     x, y = _batch()
     z, losses = model.losses(x, y)
@@ -109,14 +111,18 @@ def _step(balancer: fairmtl.Balancer, stacked: bool, features: bool) -> dict[str
         out = torch.cat([h(z) for h in model.heads], dim=1)
         losses = ((out - y) ** 2).mean(dim=0)
     where: dict[str, Any] = {"features": z} if features else {"shared": model.encoder.parameters()}
-    balancer.backward(losses, task_params=model.heads.parameters(), **where)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**14) if amp else None
+    balancer.backward(losses, task_params=model.heads.parameters(), scaler=scaler, **where)
+    if scaler is not None:
+        scaler.unscale_(torch.optim.SGD(model.parameters(), lr=0.0))
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("amp", [False, True])
 @pytest.mark.parametrize("features", [False, True])
 @pytest.mark.parametrize("bound", [None, 400])
 def test_the_balancer_starts_past_the_stack_with_the_same_gradients(
-    monkeypatch: pytest.MonkeyPatch, features: bool, bound: int | None
+    monkeypatch: pytest.MonkeyPatch, features: bool, bound: int | None, amp: bool
 ) -> None:
     calls: list[bool] = []
     original = jacobian_module._block_jacobian
@@ -130,10 +136,10 @@ def test_the_balancer_starts_past_the_stack_with_the_same_gradients(
     def make() -> fairmtl.Balancer:
         return fairmtl.Balancer("fairgrad", transform="log", max_jacobian_bytes=bound)
 
-    stacked = _step(make(), stacked=True, features=features)
+    stacked = _step(make(), stacked=True, features=features, amp=amp)
     assert calls and all(calls)  # "auto" on the CPU: the loop, from the roots (features too)
     calls.clear()
-    vector = _step(make(), stacked=False, features=features)
+    vector = _step(make(), stacked=False, features=features, amp=amp)
     assert not any(calls)
     assert stacked.keys() == vector.keys()
     for name in stacked:
