@@ -354,9 +354,8 @@ class Balancer:
             else:
                 direction = dist.all_reduce_mean(direction, group)
         else:
-            loop = resolve_method(self.jacobian_method, inputs[0].device) == "loop"
-            roots = task_roots(objectives, losses) if loop else None
-            jac = jacobian(objectives, inputs, self.jacobian_method, retain_graph=keep, roots=roots)
+            method, roots = self._jacobian_plan(objectives, inputs, losses, features=False)
+            jac = jacobian(objectives, inputs, method, retain_graph=keep, roots=roots)
             torch.distributed.all_reduce(jac, group=group)
             jac.div_(dist.world_size(group))
             scale = 1.0 if scaler is None else float(scaler.get_scale())

@@ -137,17 +137,13 @@ class MoCo(Aggregator):
         beta_t = self.beta / t**self.sigma_beta
         gamma_t = self.gamma / t**self.sigma_gamma
         losses = losses.to(device=device, dtype=dtype)
-        first = self._y is None or self._lambda is None
-        if first:
+        if self._y is None or self._lambda is None:
             lam = torch.full((k,), 1.0 / k, dtype=dtype, device=device)
+            # y_0 = 0 gives y_1 = beta_1 g_hat_1; y_init="first" gives y_1 = g_hat_1.
+            y = _tracked(None, jacobian, losses, 1.0 if self.y_init == "first" else beta_t)
         else:
-            assert self._lambda is not None
             lam = self._lambda.to(device=device, dtype=dtype)
-        if first and self.y_init == "first":
-            y = _tracked(None, jacobian, losses, 1.0)  # y_1 = g_hat_1
-        else:
-            previous = None if first or self._y is None else self._y.to(device=device, dtype=dtype)
-            y = _tracked(previous, jacobian, losses, beta_t)
+            y = _tracked(self._y.to(device=device, dtype=dtype), jacobian, losses, beta_t)
         gram = y @ y.T
         lam = project_onto_simplex(lam - gamma_t * (gram @ lam + self.rho * lam))
         self._y, self._lambda, self.step = y, lam, t

@@ -84,8 +84,12 @@ def _potential2(v: Tensor, a_hat: Tensor, b2: Tensor, alpha: float) -> tuple[Ten
         quad = torch.dot(v, torch.mv(a_hat, v))
     else:
         quad = torch.matmul(v, a_hat).mul_(v).sum(-1)
-    phi = torch.log(v) if alpha == 1.0 else torch.pow(v, 1.0 - 1.0 / alpha)
-    return quad, torch.matmul(phi, b2)
+    return quad, torch.matmul(_phi(v, alpha), b2)
+
+
+def _phi(v: Tensor, alpha: float) -> Tensor:
+    """``phi(v)`` of the potential, up to its constant factor (see ``b2``)."""
+    return torch.log(v) if alpha == 1.0 else torch.pow(v, 1.0 - 1.0 / alpha)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,13 @@ class _Scaled:
 
     def potential2(self, v: Tensor) -> tuple[Tensor, Tensor]:
         return _potential2(v, self.a_hat, self.b2, self.alpha)
+
+    def host_potential(self, v: Tensor) -> tuple[Tensor, Tensor, float]:
+        """``(A' v, 2 sum_i b_i phi(v_i), twice the potential)`` at one point ``v``, the last
+        as a host number; ``A' v`` is kept for :meth:`gradient`."""
+        av = torch.mv(self.a_hat, v)
+        phis = torch.dot(_phi(v, self.alpha), self.b2)
+        return av, phis, (torch.dot(v, av) - phis).item()
 
     def gradient(self, v: Tensor, av: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(v^(-1/alpha), A' v - b v^(-1/alpha))``: the potential's gradient at ``v``
@@ -211,11 +222,9 @@ class _Point:
 
     @staticmethod
     def at(p: _Scaled, v: Tensor) -> _Point:
-        av = torch.mv(p.a_hat, v)
-        phi = torch.log(v) if p.alpha == 1.0 else torch.pow(v, 1.0 - 1.0 / p.alpha)
-        phis = torch.dot(phi, p.b2)
+        av, phis, f = p.host_potential(v)
         vp, grad = p.gradient(v, av)
-        return _Point(v, vp, grad, phis, (torch.dot(v, av) - phis).item())
+        return _Point(v, vp, grad, phis, f)
 
 
 def _line_search_sequential(
@@ -233,10 +242,7 @@ def _line_search_sequential(
     t = 1.0
     for j in range(_N_STEPS):
         v_new = torch.add(v, delta, alpha=t)
-        av = torch.mv(p.a_hat, v_new)
-        phi = torch.log(v_new) if p.alpha == 1.0 else torch.pow(v_new, 1.0 - 1.0 / p.alpha)
-        phis_n = torch.dot(phi, p.b2)
-        f_new = (torch.dot(v_new, av) - phis_n).item()
+        av, phis_n, f_new = p.host_potential(v_new)
         if f_new > f0 + t * slope and slack is None:
             slack = float(p.slack(v, point.phis))
         if j == _N_STEPS - 1 or f_new <= f0 + t * slope + (slack or 0.0):
