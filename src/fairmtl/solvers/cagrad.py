@@ -23,6 +23,11 @@ nothing). Everything runs in float64 on the Gram matrix's device, in two stages:
    (``g_w != 0``): typically 6 to 12 iterations of one K x K Cholesky solve. It solves the
    equations, so ``w`` converges to machine precision, which the paper's formula for ``d``
    needs (minimising ``F`` to a gap ``eps`` fixes ``w`` only to ``sqrt(eps)``).
+   After each iteration the support the iterate suggests (``w_i > z_i``) is tried: on a
+   given support the stationary point has a closed form (one Cholesky factorisation of
+   ``Q_SS``), corrected a few times by an active-set rule, and it is taken when the same
+   certificate accepts it; this usually happens after one or two iterations, where the
+   interior-point method alone needs 8 to 13 at K = 40.
    For K = 2 the minimiser over the segment has a closed form, taken instead when the
    same certificate accepts it (it usually does, at a tenth of the cost).
 2. If stage 1 cannot certify its answer (an optimum at or near the kink ``g_w = 0``, or
@@ -79,6 +84,8 @@ _CERTIFIED = 100.0  # certified gap, in units of tol, accepted for the paper's f
 _ACCEPTED = 1000.0  # certified gap, in units of tol, reported as converged after a projection
 _AT_ZERO = 10.0  # ||g_w|| below this many sqrt(eps(dtype)) (normalised): optimum at g_w = 0
 _ROUND = 1e-9  # weights below this (relative to the largest) are tried at zero at g_w = 0
+_SUPPORT_TRIES = 6  # interior-point iterates whose (new) support is tried (_active_set)
+_ACTIVE_ROUNDS = 4  # support corrections per try
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,16 @@ def solve_cagrad_dual(
     """
     c = check_c(c)
     a = check_gram(gram)
+    with torch.inference_mode():  # less dispatch overhead on these tiny tensors
+        sol = _solve(a, c, gram.dtype, tol, max_iter)
+    # Outside inference mode, so that the results can enter autograd graphs.
+    return CAGradSolution(
+        sol.weights.clone(), sol.coefficients.clone(), sol.value.clone(), sol.at_zero, sol.info
+    )
+
+
+def _solve(a: Tensor, c: float, out: torch.dtype, tol: float, max_iter: int) -> CAGradSolution:
     k = a.shape[0]
-    out = gram.dtype
     ones = torch.ones(k, dtype=a.dtype, device=a.device)
     sigma = a.diagonal().clamp_min(0.0).sum() / k
     if bool(sigma <= 0):
@@ -298,7 +313,8 @@ def _dual_ipm(
     grad = torch.add(b, p, alpha=c / ny)
     lam = float(grad.min()) - fscale
     z = grad - lam
-    best_gap, best_it, it = math.inf, 0, 0
+    best_gap, best_it, it, tries = math.inf, 0, 0, 0
+    tried: Tensor | None = None
     while True:
         gap = float(torch.dot(w, grad) - grad.min())
         if gap <= tol * fscale:
@@ -326,6 +342,74 @@ def _dual_ipm(
             return w / w.sum(), it, False
         ny = math.sqrt(ny2)
         grad = torch.add(b, p, alpha=c / ny)
+        support = w > z
+        if tries < _SUPPORT_TRIES and (tried is None or not torch.equal(support, tried)):
+            tries, tried = tries + 1, support  # the iterate's support, solved exactly
+            exact = _active_set(q, b, c, support, tol * fscale, floor)
+            if exact is not None:
+                return exact, it, True
+
+
+def _support_solve(q: Tensor, b: Tensor, c: float, keep: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The stationary point of the normalised dual on the face ``{w : w_i = 0 off keep}``
+    in closed form, and its gradient; None where it does not exist (a singular ``Q_SS`` or no
+    point with ``g_w != 0``).
+
+    On the support ``S`` stationarity reads ``b_S + t Q_SS w_S = lam 1`` with
+    ``t = c / ||g_w||``, so ``w_S = (lam u - v) / t`` with ``u = Q_SS^{-1} 1`` and
+    ``v = Q_SS^{-1} b_S``. ``1^T w_S = 1`` gives ``t = A lam - B`` (``A = 1^T u``,
+    ``B = 1^T v``), and ``||g_w||^2 = c^2 / t^2`` the quadratic
+    ``A lam^2 - 2 B lam + C = c^2`` (``C = b_S^T v``), whose root with ``t > 0`` is
+    ``t = sqrt(B^2 - A (C - c^2))``, ``lam = (B + t) / A``: one Cholesky factorisation.
+    The weights may be negative (a wrong support); the gradient ``b + t Q w`` is that of
+    ``F`` at ``w`` when ``t > 0``.
+    """
+    index = keep.nonzero().squeeze(1)
+    if index.numel() == 0:
+        return None
+    sub_b = b[index]
+    factor, info = torch.linalg.cholesky_ex(q[index][:, index])
+    if int(info) != 0:
+        return None
+    sol = torch.cholesky_solve(torch.stack([torch.ones_like(sub_b), sub_b], dim=1), factor)
+    u, v = sol[:, 0], sol[:, 1]
+    big_a, big_b, big_c = torch.stack([u.sum(), v.sum(), torch.dot(sub_b, v)]).tolist()
+    disc = big_b * big_b - big_a * (big_c - c * c)
+    if not (disc > 0.0 and big_a > 0.0):
+        return None
+    t = math.sqrt(disc)
+    lam = (big_b + t) / big_a
+    w = torch.zeros_like(b).index_copy_(0, index, torch.add(v, u, alpha=-lam).div_(-t))
+    return w, torch.add(b, torch.mv(q, w), alpha=t).sub_(lam)
+
+
+def _active_set(
+    q: Tensor, b: Tensor, c: float, keep: Tensor, tol: float, floor: float
+) -> Tensor | None:
+    """A primal-dual active-set method from the support ``keep``: solve on the support
+    (:func:`_support_solve`), drop the tasks with negative weights and add those whose
+    multiplier ``grad_i F - lam`` is negative, at most :data:`_ACTIVE_ROUNDS` times. Returns
+    the weights once the face is consistent and their Frank-Wolfe gap is at most ``tol`` (the
+    interior-point method's own certificate; a multiplier above ``-tol`` is within it), else
+    None.
+
+    From the support of an early interior-point iterate (``w_i > z_i``) this usually takes
+    one to three solves, where the interior-point method needs several more iterations to
+    reach the same certified gap.
+    """
+    for _ in range(_ACTIVE_ROUNDS):
+        found = _support_solve(q, b, c, keep)
+        if found is None:
+            return None
+        w, multiplier = found
+        negative, violated = w < 0, multiplier < -tol  # within tol: certified below
+        violated &= ~keep
+        wrong, missing = torch.stack([negative.any(), violated.any()]).tolist()
+        if not (wrong or missing):
+            _, ny, gap = _objective(q, b, c, w)
+            return w if float(ny) > floor and gap <= tol else None
+        keep = (keep & ~negative) | violated
+    return None
 
 
 # --- the cone program -----------------------------------------------------------------
