@@ -364,7 +364,7 @@ def test_support_solve_is_stationary_on_its_face() -> None:
         b = qbar / (qbar.sum() / k).sqrt()
         best = solve_cagrad_dual(q, C)  # q's own normalisation is the identity
         keep = best.weights > 1e-9 * best.weights.max()
-        found = module._support_solve(q, b, C, keep)
+        found = module._support_solve(q, b, C, keep, keep.nonzero().squeeze(1))
         assert found is not None
         w, multiplier = found
         assert torch.all(w[~keep] == 0) and abs(float(w.sum()) - 1.0) <= 1e-13
@@ -377,18 +377,21 @@ def test_support_solve_is_stationary_on_its_face() -> None:
         torch.testing.assert_close(w, best.weights, rtol=0, atol=1e-9)
 
 
-def test_support_solve_rejects_empty_and_singular_faces() -> None:
+def test_support_solve_rejects_singular_faces_and_faces_without_a_stationary_point() -> None:
     import fairmtl.solvers.cagrad as module
 
     g = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     q = g @ g.T  # tasks 0 and 1 parallel: Q on {0, 1} is singular
     b = q.sum(dim=1) / 3
-    none = torch.zeros(3, dtype=torch.bool)
-    assert module._support_solve(q, b, C, none) is None
-    assert module._support_solve(q, b, C, torch.tensor([True, True, False])) is None
+
+    def solve(c: float, keep: list[bool]):
+        mask = torch.tensor(keep)
+        return module._support_solve(q, b, c, mask, mask.nonzero().squeeze(1))
+
+    assert solve(C, [True, True, False]) is None
     # On {0, 2} (orthogonal unit gradients) a stationary point needs 2 c^2 > 4/9 here.
-    assert module._support_solve(q, b, C, torch.tensor([True, False, True])) is None
-    assert module._support_solve(q, b, 0.7, torch.tensor([True, False, True])) is not None
+    assert solve(C, [True, False, True]) is None
+    assert solve(0.7, [True, False, True]) is not None
 
 
 def test_results_can_enter_autograd_graphs() -> None:

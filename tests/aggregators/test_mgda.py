@@ -99,3 +99,38 @@ def test_no_task_is_hurt_on_adversarial_jacobians(case) -> None:
     eps = 1e-6 if jac.dtype == torch.float32 else 1e-13
     slack = eps * j64.norm(dim=1) * j64.norm(dim=1).max()
     assert bool(((j64 @ d) >= (d @ d) - slack).all())
+
+
+def test_active_set_crossover_matches_the_interior_point_alone() -> None:
+    """On the CPU (a test every iteration) the support of an early iterate, solved exactly,
+    ends the solve; it gives the interior point's min-norm point (``check_every=4``: no
+    crossover), to its tolerance, in a fraction of the iterations."""
+    rng = np.random.default_rng(3)
+    iters, iters_ipm = [], []
+    for trial in range(30):
+        k = int(rng.integers(3, 41))
+        dim = (
+            int(rng.integers(k // 2 + 1, 3 * k)) if trial % 3 == 2 else 4 * k
+        )  # some rank-deficient
+        g = torch.tensor(rng.standard_normal((k, dim)) * 10.0 ** rng.uniform(-1, 1, (k, 1)))
+        gram = g @ g.T
+        ours = min_norm_simplex(gram)
+        theirs = min_norm_simplex(gram, check_every=4)
+        assert ours.info.converged and theirs.info.converged
+        d, d_ipm = ours.weights @ g, theirs.weights @ g
+        assert float((d - d_ipm).norm()) <= 1e-6 * float(d_ipm.norm()) + 1e-12
+        assert float(ours.value) <= float(theirs.value) * (1 + 1e-10) + 1e-15
+        assert ours.info.backward_error <= 1e-9
+        if trial % 3 != 2:
+            iters.append(ours.info.iterations)
+            iters_ipm.append(theirs.info.iterations)
+    assert max(iters) <= 4 and min(iters_ipm) >= 8, (iters, iters_ipm)
+
+
+def test_results_can_enter_autograd_graphs() -> None:
+    """The solver runs in inference mode; what it returns is an ordinary tensor."""
+    g = torch.randn(4, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    sol = min_norm_simplex(g @ g.T)
+    x = torch.ones(4, dtype=torch.float64, requires_grad=True)
+    (sol.weights * x).sum().backward()
+    assert not sol.weights.is_inference() and x.grad is not None

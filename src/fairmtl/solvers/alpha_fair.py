@@ -386,10 +386,10 @@ def solve_alpha_fair(
         unregularised ``A``, ``info.regularization`` the ridge that had to be added.
     """
     alpha = check_alpha(alpha)
-    a = check_gram(gram)
-    if check_every is None:
-        check_every = 1 if a.device.type == "cpu" else 4
     with torch.inference_mode():  # less dispatch overhead on these tiny tensors
+        a = check_gram(gram)
+        if check_every is None:
+            check_every = 1 if a.device.type == "cpu" else 4
         sol = _solve(a, alpha, tol, max_iter, check_every, init)
     # Outside inference mode, so the weights can enter autograd graphs.
     return AlphaFairSolution(sol.weights.clone(), sol.info)

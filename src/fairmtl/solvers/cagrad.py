@@ -75,6 +75,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fairmtl.solvers._active_set import active_set, cholesky_solve_on
 from fairmtl.solvers._gram import SolverInfo, check_gram
 
 _STEP_TO_BOUNDARY = 0.99
@@ -84,7 +85,7 @@ _CERTIFIED = 100.0  # certified gap, in units of tol, accepted for the paper's f
 _ACCEPTED = 1000.0  # certified gap, in units of tol, reported as converged after a projection
 _AT_ZERO = 10.0  # ||g_w|| below this many sqrt(eps(dtype)) (normalised): optimum at g_w = 0
 _ROUND = 1e-9  # weights below this (relative to the largest) are tried at zero at g_w = 0
-_SUPPORT_TRIES = 6  # interior-point iterates whose (new) support is tried (_active_set)
+_SUPPORT_TRIES = 6  # interior-point iterates whose (new) support is tried (_crossover)
 _ACTIVE_ROUNDS = 4  # support corrections per try
 
 
@@ -140,9 +141,8 @@ def solve_cagrad_dual(
         ``K = 1`` gives ``d = (1 + c) g_1``.
     """
     c = check_c(c)
-    a = check_gram(gram)
     with torch.inference_mode():  # less dispatch overhead on these tiny tensors
-        sol = _solve(a, c, gram.dtype, tol, max_iter)
+        sol = _solve(check_gram(gram), c, gram.dtype, tol, max_iter)
     # Outside inference mode, so that the results can enter autograd graphs.
     return CAGradSolution(
         sol.weights.clone(), sol.coefficients.clone(), sol.value.clone(), sol.at_zero, sol.info
@@ -345,15 +345,17 @@ def _dual_ipm(
         support = w > z
         if tries < _SUPPORT_TRIES and (tried is None or not torch.equal(support, tried)):
             tries, tried = tries + 1, support  # the iterate's support, solved exactly
-            exact = _active_set(q, b, c, support, tol * fscale, floor)
+            exact = _crossover(q, b, c, support, tol * fscale, floor)
             if exact is not None:
                 return exact, it, True
 
 
-def _support_solve(q: Tensor, b: Tensor, c: float, keep: Tensor) -> tuple[Tensor, Tensor] | None:
+def _support_solve(
+    q: Tensor, b: Tensor, c: float, keep: Tensor, index: Tensor
+) -> tuple[Tensor, Tensor] | None:
     """The stationary point of the normalised dual on the face ``{w : w_i = 0 off keep}``
-    in closed form, and its gradient; None where it does not exist (a singular ``Q_SS`` or no
-    point with ``g_w != 0``).
+    (``index`` its positions) in closed form, and its multipliers ``grad_i F - lam``; None
+    where it does not exist (a singular ``Q_SS`` or no point with ``g_w != 0``).
 
     On the support ``S`` stationarity reads ``b_S + t Q_SS w_S = lam 1`` with
     ``t = c / ||g_w||``, so ``w_S = (lam u - v) / t`` with ``u = Q_SS^{-1} 1`` and
@@ -361,17 +363,13 @@ def _support_solve(q: Tensor, b: Tensor, c: float, keep: Tensor) -> tuple[Tensor
     ``B = 1^T v``), and ``||g_w||^2 = c^2 / t^2`` the quadratic
     ``A lam^2 - 2 B lam + C = c^2`` (``C = b_S^T v``), whose root with ``t > 0`` is
     ``t = sqrt(B^2 - A (C - c^2))``, ``lam = (B + t) / A``: one Cholesky factorisation.
-    The weights may be negative (a wrong support); the gradient ``b + t Q w`` is that of
-    ``F`` at ``w`` when ``t > 0``.
+    The weights may be negative (a wrong support); ``b + t Q w`` is ``F``'s gradient at
+    ``w`` when ``t > 0``.
     """
-    index = keep.nonzero().squeeze(1)
-    if index.numel() == 0:
-        return None
     sub_b = b[index]
-    factor, info = torch.linalg.cholesky_ex(q[index][:, index])
-    if int(info) != 0:
+    sol = cholesky_solve_on(q, index, torch.stack([torch.ones_like(sub_b), sub_b], dim=1))
+    if sol is None:
         return None
-    sol = torch.cholesky_solve(torch.stack([torch.ones_like(sub_b), sub_b], dim=1), factor)
     u, v = sol[:, 0], sol[:, 1]
     big_a, big_b, big_c = torch.stack([u.sum(), v.sum(), torch.dot(sub_b, v)]).tolist()
     disc = big_b * big_b - big_a * (big_c - c * c)
@@ -383,33 +381,25 @@ def _support_solve(q: Tensor, b: Tensor, c: float, keep: Tensor) -> tuple[Tensor
     return w, torch.add(b, torch.mv(q, w), alpha=t).sub_(lam)
 
 
-def _active_set(
+def _crossover(
     q: Tensor, b: Tensor, c: float, keep: Tensor, tol: float, floor: float
 ) -> Tensor | None:
-    """A primal-dual active-set method from the support ``keep``: solve on the support
-    (:func:`_support_solve`), drop the tasks with negative weights and add those whose
-    multiplier ``grad_i F - lam`` is negative, at most :data:`_ACTIVE_ROUNDS` times. Returns
-    the weights once the face is consistent and their Frank-Wolfe gap is at most ``tol`` (the
-    interior-point method's own certificate; a multiplier above ``-tol`` is within it), else
-    None.
+    """The exact optimum from the support ``keep`` of an interior-point iterate
+    (:func:`fairmtl.solvers._active_set.active_set` on :func:`_support_solve`, at most
+    :data:`_ACTIVE_ROUNDS` corrections), if its Frank-Wolfe gap is at most ``tol`` (the
+    interior-point method's own certificate; a multiplier above ``-tol`` is within it),
+    else None. From an early iterate's support (``w_i > z_i``) this usually takes one to
+    three solves, where the interior-point method needs several more iterations."""
 
-    From the support of an early interior-point iterate (``w_i > z_i``) this usually takes
-    one to three solves, where the interior-point method needs several more iterations to
-    reach the same certified gap.
-    """
-    for _ in range(_ACTIVE_ROUNDS):
-        found = _support_solve(q, b, c, keep)
-        if found is None:
-            return None
-        w, multiplier = found
-        negative, violated = w < 0, multiplier < -tol  # within tol: certified below
-        violated &= ~keep
-        wrong, missing = torch.stack([negative.any(), violated.any()]).tolist()
-        if not (wrong or missing):
-            _, ny, gap = _objective(q, b, c, w)
-            return w if float(ny) > floor and gap <= tol else None
-        keep = (keep & ~negative) | violated
-    return None
+    def face(keep: Tensor, index: Tensor) -> tuple[Tensor, Tensor] | None:
+        return _support_solve(q, b, c, keep, index)
+
+    found = active_set(face, keep, tol, _ACTIVE_ROUNDS)
+    if found is None:
+        return None
+    w = found[0]
+    _, ny, gap = _objective(q, b, c, w)
+    return w if float(ny) > floor and gap <= tol else None
 
 
 # --- the cone program -----------------------------------------------------------------
