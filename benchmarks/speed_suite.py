@@ -113,7 +113,7 @@ Command line (from the repository root)::
     PYTHONPATH=src python benchmarks/speed_suite.py --out docs/speed.md
         [--shapes lenet celeba segnet] [--methods NAME ...] [--rounds 3] [--steps N]
         [--warmup 1] [--threads N] [--solver-threads 1] [--device cpu|cuda]
-        [--no-torchjd] [--no-reference] [--no-memory] [--no-solvers]
+        [--no-torchjd] [--no-reference] [--no-memory] [--no-solvers] [--solvers-only]
         [--lenet-batch 256] [--celeba-batch B] [--segnet-batch 2] [--segnet-size 64 96]
         [--segnet-width-div D] [--solver-ks 2 10 40] [--solver-repeats 20]
         [--memory-jobs 2] [--seed 0]
@@ -1771,10 +1771,13 @@ def header(argv: Sequence[str], args: argparse.Namespace, load_before: str, load
         f"fairmtl {fairmtl.__version__}, {versions}, Python {platform.python_version()}  \n"
         f"Device: {device}; CPUs: {os.cpu_count()}; torch threads: {args.threads_used} "
         f"(solver-only part: {args.solver_threads}); BLAS threads: {_blas_note()}  \n"
-        f"Shapes: lenet batch {settings.lenet_batch}; celeba batch {settings.celeba_batch}; "
-        f"segnet batch {settings.segnet_batch} at {h} x {w}, width / "
-        f"{settings.segnet_width_div}; rounds {args.rounds}, warm-up steps {args.warmup}  \n"
-        f"1-minute load average before / after the timing: {load_before} / {load_after}; "
+        + (
+            "Shapes: none (--solvers-only)  \n" if not args.shapes else
+            f"Shapes: lenet batch {settings.lenet_batch}; celeba batch {settings.celeba_batch}; "
+            f"segnet batch {settings.segnet_batch} at {h} x {w}, width / "
+            f"{settings.segnet_width_div}; rounds {args.rounds}, warm-up steps {args.warmup}  \n"
+        )
+        + f"1-minute load average before / after the timing: {load_before} / {load_after}; "
         f"wall time: {wall}  \n"
         f"Date: {date}\n"
     )
@@ -1802,6 +1805,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--no-reference", dest="reference", action="store_false")
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--no-solvers", dest="solvers", action="store_false")
+    p.add_argument("--solvers-only", action="store_true",
+                   help="only the solver table (no shape, no memory run)")
     p.add_argument("--lenet-batch", type=int, default=256)
     p.add_argument("--celeba-batch", type=int, default=None, help="default 16 (CUDA), 2 (CPU)")
     p.add_argument("--segnet-batch", type=int, default=2)
@@ -1865,6 +1870,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(memory_server(jobs, settings, args.memory_jobs)))
         return 0
     methods = method_names(args.methods)
+    if args.solvers_only:
+        args.shapes, args.memory, args.solvers = [], False, True
     if args.torchjd and not torchjd_available():
         print("torchjd is not installed: --no-torchjd", file=sys.stderr)
         args.torchjd = False

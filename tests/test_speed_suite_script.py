@@ -102,6 +102,21 @@ def test_suite_writes_a_row_per_method(script: ModuleType, tmp_path: Path) -> No
     assert "Features mode on lenet" in notes and "Solver speed-up at K = 3" in notes
 
 
+def test_solvers_only_writes_just_the_solver_table(script: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "solvers.md"
+    argv = [
+        "--solvers-only", "--methods", "cagrad", "--solver-ks", "3", "--solver-repeats", "3",
+        "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    assert script.main(argv) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "Shapes: none (--solvers-only)" in text
+    assert "## lenet" not in text and "## Jacobian floor" not in text
+    lines = [ln for ln in _section(text, "## Solver only").splitlines() if ln.startswith("|")]
+    assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["cagrad"]
+    assert "Solver speed-up at K = 3" in _section(text, "## Notes")
+
+
 def test_memory_subprocess_measures_a_row(script: ModuleType, tmp_path: Path) -> None:
     """With memory on, a subprocess per row reports the peak increase in MiB."""
     out = tmp_path / "speed.md"
