@@ -13,6 +13,7 @@ usually ends the solve after a few iterations.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -132,8 +133,10 @@ def _solve(a: Tensor, tol: float, max_iter: int, check_every: int) -> SimplexSol
             r_d = q @ v - y * c - z
             r_p = c @ v - 1.0
             mu = (v @ z) / k
-            lu = torch.linalg.lu_factor(q + torch.diag(z / v) + jitter)
-            step = _NewtonSystem(lu, r_d, r_p, v, z, c)
+            # The _ex form checks no error code, hence no sync; q + diag(z / v) is positive
+            # definite, and a breakdown would surface as the non-finite error below.
+            lu, piv, _ = torch.linalg.lu_factor_ex(q + torch.diag(z / v) + jitter)
+            step = _NewtonSystem((lu, piv), r_d, r_p, v, z, c)
             dv, _, dz = step.direction(v * z)
             ap, ad = _max_step(v, dv), _max_step(z, dz)
             mu_aff = ((v + ap * dv) @ (z + ad * dz)) / k
@@ -163,7 +166,12 @@ def _solve(a: Tensor, tol: float, max_iter: int, check_every: int) -> SimplexSol
     rel = norms * value.clamp(min=0).sqrt()
     rel = torch.where(rel > 0, rel, norms.max() ** 2)
     viol = (torch.clamp(value - au, min=0.0) / rel).max() + ((au - value).abs() * u / rel).max()
-    return SimplexSolution(u, value, SolverInfo(it, float(viol), 0.0, converged))
+    berr = float(viol)
+    if not math.isfinite(berr):
+        raise torch.linalg.LinAlgError(
+            f"min_norm_simplex: the interior-point iteration broke down (K = {k})"
+        )
+    return SimplexSolution(u, value, SolverInfo(it, berr, 0.0, converged))
 
 
 def _certified(q: Tensor, c: Tensor, v: Tensor, y: Tensor, z: Tensor, tol: float) -> bool:
