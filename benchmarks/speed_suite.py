@@ -1660,6 +1660,8 @@ def notes(
     ]  # fmt: skip
     if errors:
         out.append("Failed runs (shown as 'error'): " + "; ".join(errors) + ".")
+    if not results:  # --solvers-only: the notes below explain the shape tables
+        return out
     memory = (
         "Memory: CUDA peak allocated during the timed steps minus the memory allocated "
         "before them (max over rounds)."

@@ -114,7 +114,8 @@ def test_solvers_only_writes_just_the_solver_table(script: ModuleType, tmp_path:
     assert "## lenet" not in text and "## Jacobian floor" not in text
     lines = [ln for ln in _section(text, "## Solver only").splitlines() if ln.startswith("|")]
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["cagrad"]
-    assert "Solver speed-up at K = 3" in _section(text, "## Notes")
+    notes = _section(text, "## Notes")
+    assert "Solver speed-up at K = 3" in notes and "Memory:" not in notes
 
 
 def test_memory_subprocess_measures_a_row(script: ModuleType, tmp_path: Path) -> None:
