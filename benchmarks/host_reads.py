@@ -16,7 +16,8 @@ small multi-task MLP, two ways:
 
 On the CPU, where a host read costs nothing, several solvers deliberately read scalars on
 the host (their ``check_every=1`` CPU paths). Their accelerator paths are timed as extra
-rows with ``check_every=4`` (FairGrad / Nash-MTL's Newton, MGDA's interior point): those
+rows with ``check_every=4`` (FairGrad / Nash-MTL's Newton, MGDA's and UPGrad's interior
+points): those
 are the counts a GPU run of ``weights(gram)`` makes, while the plain rows on a CPU show the
 CPU path.
 
@@ -47,6 +48,7 @@ from fairmtl._registry import lookup
 from fairmtl.aggregators.base import GramianWeighting
 from fairmtl.solvers import min_norm_simplex
 from fairmtl.solvers.alpha_fair import solve_alpha_fair
+from fairmtl.solvers.dual_cone import project_dual_cone
 
 HOST_READS = frozenset(
     {
@@ -189,6 +191,9 @@ def measure(ks: Sequence[int], device: torch.device, seed: int) -> list[Row]:
                 solve_alpha_fair(g, 2.0, check_every=4)
             ),
             "mgda solver, check_every=4 (accelerator path)": lambda g=gram: min_norm_simplex(
+                g, check_every=4
+            ),
+            "upgrad solver, check_every=4 (accelerator path)": lambda g=gram: project_dual_cone(
                 g, check_every=4
             ),
         }

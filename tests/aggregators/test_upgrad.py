@@ -249,3 +249,21 @@ def test_matches_torchjd_defaults_with_its_regularisation() -> None:
     ours = UPGrad(reg_eps=1e-4, norm_eps=1e-4)
     for jac in _torchjd_jacobians(full_rank=True) + _torchjd_jacobians(full_rank=False):
         assert relative_error(ours(jac), reference(jac)) <= 1e-8
+
+
+def test_accelerator_path_matches_the_cpu_path() -> None:
+    """``check_every=4`` (the default off the CPU: convergence tested every 4 iterations,
+    LU without reading its error code) gives the CPU path's projections."""
+    rng = np.random.default_rng(12)
+    for trial in range(12):
+        k = int(rng.integers(3, 41))
+        dim = k // 2 + 1 if trial % 4 == 3 else 3 * k  # some rank-deficient
+        jac = torch.tensor(rng.standard_normal((k, dim)) * 10.0 ** rng.uniform(-2, 2, (k, 1)))
+        gram = jac @ jac.T
+        cpu = project_dual_cone(gram)
+        acc = project_dual_cone(gram, check_every=4)
+        assert cpu.info.converged and acc.info.converged
+        assert acc.info.backward_error <= 1e-12
+        # Row i projects g_i (it may be ~0: K > m random gradients span the space).
+        diff = (acc.weights @ jac - cpu.weights @ jac).norm(dim=1)
+        assert bool((diff <= 1e-9 * jac.norm(dim=1)).all()), (trial, diff)
