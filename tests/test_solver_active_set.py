@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fairmtl.solvers._active_set import active_set, cholesky_solve_on
+from fairmtl.solvers._active_set import SupportTrials, active_set, cholesky_solve_on
 
 
 def _projection(y: torch.Tensor) -> torch.Tensor:
@@ -21,9 +21,9 @@ def _projection(y: torch.Tensor) -> torch.Tensor:
 def _face(y: torch.Tensor):
     """On a support S: w_S = y_S + lam, lam = (1 - sum y_S) / |S|; multipliers w - y - lam."""
 
-    def face(keep: torch.Tensor, index: torch.Tensor):
+    def face(index: torch.Tensor):
         lam = (1.0 - float(y[index].sum())) / index.numel()
-        w = torch.where(keep, y + lam, torch.zeros_like(y))
+        w = torch.zeros_like(y).index_copy_(0, index, y[index] + lam)
         return w, w - y - lam
 
     return face
@@ -66,3 +66,12 @@ def test_cholesky_solve_on_a_principal_submatrix() -> None:
     torch.testing.assert_close(m[index][:, index] @ x, rhs)
     singular = torch.ones(3, 3, dtype=torch.float64)
     assert cholesky_solve_on(singular, torch.arange(3), rhs[:, :1].expand(3, 1)) is None
+
+
+def test_support_trials_skip_a_repeated_support_and_stop_at_the_limit() -> None:
+    a, b = torch.tensor([True, False]), torch.tensor([False, True])
+    trials = SupportTrials(3)
+    assert trials.new(a) and not trials.new(a.clone())  # nothing changed: not again
+    assert trials.new(b) and trials.new(a)
+    assert not trials.new(b)  # the limit of 3 is spent
+    assert not SupportTrials(0).new(a)

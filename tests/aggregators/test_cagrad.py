@@ -364,7 +364,7 @@ def test_support_solve_is_stationary_on_its_face() -> None:
         b = qbar / (qbar.sum() / k).sqrt()
         best = solve_cagrad_dual(q, C)  # q's own normalisation is the identity
         keep = best.weights > 1e-9 * best.weights.max()
-        found = module._support_solve(q, b, C, keep, keep.nonzero().squeeze(1))
+        found = module._support_solve(q, b, C, keep.nonzero().squeeze(1))
         assert found is not None
         w, multiplier = found
         assert torch.all(w[~keep] == 0) and abs(float(w.sum()) - 1.0) <= 1e-13
@@ -386,7 +386,7 @@ def test_support_solve_rejects_singular_faces_and_faces_without_a_stationary_poi
 
     def solve(c: float, keep: list[bool]):
         mask = torch.tensor(keep)
-        return module._support_solve(q, b, c, mask, mask.nonzero().squeeze(1))
+        return module._support_solve(q, b, c, mask.nonzero().squeeze(1))
 
     assert solve(C, [True, True, False]) is None
     # On {0, 2} (orthogonal unit gradients) a stationary point needs 2 c^2 > 4/9 here.

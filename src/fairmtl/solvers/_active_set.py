@@ -15,13 +15,34 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-Face = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor] | None"]
-"""``face(keep, index)``: the stationary point with ``w_i = 0`` off ``keep`` (``index`` its
-positions) and the multipliers ``grad_i - lam`` of the inequality constraints there, or None
-if the face has no such point."""
+ROUNDS = 4  # support corrections per try of active_set
+
+Face = Callable[[Tensor], "tuple[Tensor, Tensor] | None"]
+"""``face(index)``: the stationary point with ``w_i = 0`` off the positions ``index`` and the
+multipliers ``grad_i - lam`` of the inequality constraints there, or None if the face has
+no such point."""
 
 
-def active_set(face: Face, keep: Tensor, tol: float, rounds: int) -> tuple[Tensor, Tensor] | None:
+class SupportTrials:
+    """Which of an interior-point method's supports to try: at most ``limit`` of them, and
+    never the same support twice in a row (nothing changed since the last failure)."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.last: Tensor | None = None
+
+    def new(self, support: Tensor) -> bool:
+        """Whether to try ``support`` (counted as tried if so)."""
+        if self.left <= 0 or (self.last is not None and torch.equal(support, self.last)):
+            return False
+        self.left -= 1
+        self.last = support
+        return True
+
+
+def active_set(
+    face: Face, keep: Tensor, tol: float, rounds: int = ROUNDS
+) -> tuple[Tensor, Tensor] | None:
     """A primal-dual active-set method from the support ``keep``: solve on the support, drop
     the tasks with negative weights and add those whose multiplier is below ``-tol``, at most
     ``rounds`` times. Returns ``(weights, multipliers)`` of the first consistent face (every
@@ -30,7 +51,7 @@ def active_set(face: Face, keep: Tensor, tol: float, rounds: int) -> tuple[Tenso
         index = keep.nonzero().squeeze(1)
         if index.numel() == 0:
             return None
-        found = face(keep, index)
+        found = face(index)
         if found is None:
             return None
         w, multiplier = found

@@ -75,7 +75,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fairmtl.solvers._active_set import active_set, cholesky_solve_on
+from fairmtl.solvers._active_set import SupportTrials, active_set, cholesky_solve_on
 from fairmtl.solvers._gram import SolverInfo, check_gram
 
 _STEP_TO_BOUNDARY = 0.99
@@ -86,7 +86,6 @@ _ACCEPTED = 1000.0  # certified gap, in units of tol, reported as converged afte
 _AT_ZERO = 10.0  # ||g_w|| below this many sqrt(eps(dtype)) (normalised): optimum at g_w = 0
 _ROUND = 1e-9  # weights below this (relative to the largest) are tried at zero at g_w = 0
 _SUPPORT_TRIES = 6  # interior-point iterates whose (new) support is tried (_crossover)
-_ACTIVE_ROUNDS = 4  # support corrections per try
 
 
 @dataclass(frozen=True)
@@ -313,8 +312,8 @@ def _dual_ipm(
     grad = torch.add(b, p, alpha=c / ny)
     lam = float(grad.min()) - fscale
     z = grad - lam
-    best_gap, best_it, it, tries = math.inf, 0, 0, 0
-    tried: Tensor | None = None
+    best_gap, best_it, it = math.inf, 0, 0
+    trials = SupportTrials(_SUPPORT_TRIES)
     while True:
         gap = float(torch.dot(w, grad) - grad.min())
         if gap <= tol * fscale:
@@ -343,19 +342,16 @@ def _dual_ipm(
         ny = math.sqrt(ny2)
         grad = torch.add(b, p, alpha=c / ny)
         support = w > z
-        if tries < _SUPPORT_TRIES and (tried is None or not torch.equal(support, tried)):
-            tries, tried = tries + 1, support  # the iterate's support, solved exactly
+        if trials.new(support):  # the iterate's support, solved exactly
             exact = _crossover(q, b, c, support, tol * fscale, floor)
             if exact is not None:
                 return exact, it, True
 
 
-def _support_solve(
-    q: Tensor, b: Tensor, c: float, keep: Tensor, index: Tensor
-) -> tuple[Tensor, Tensor] | None:
-    """The stationary point of the normalised dual on the face ``{w : w_i = 0 off keep}``
-    (``index`` its positions) in closed form, and its multipliers ``grad_i F - lam``; None
-    where it does not exist (a singular ``Q_SS`` or no point with ``g_w != 0``).
+def _support_solve(q: Tensor, b: Tensor, c: float, index: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The stationary point of the normalised dual on the face ``{w : w_i = 0 off index}``
+    in closed form, and its multipliers ``grad_i F - lam``; None where it does not exist (a
+    singular ``Q_SS`` or no point with ``g_w != 0``).
 
     On the support ``S`` stationarity reads ``b_S + t Q_SS w_S = lam 1`` with
     ``t = c / ||g_w||``, so ``w_S = (lam u - v) / t`` with ``u = Q_SS^{-1} 1`` and
@@ -385,16 +381,12 @@ def _crossover(
     q: Tensor, b: Tensor, c: float, keep: Tensor, tol: float, floor: float
 ) -> Tensor | None:
     """The exact optimum from the support ``keep`` of an interior-point iterate
-    (:func:`fairmtl.solvers._active_set.active_set` on :func:`_support_solve`, at most
-    :data:`_ACTIVE_ROUNDS` corrections), if its Frank-Wolfe gap is at most ``tol`` (the
-    interior-point method's own certificate; a multiplier above ``-tol`` is within it),
-    else None. From an early iterate's support (``w_i > z_i``) this usually takes one to
-    three solves, where the interior-point method needs several more iterations."""
-
-    def face(keep: Tensor, index: Tensor) -> tuple[Tensor, Tensor] | None:
-        return _support_solve(q, b, c, keep, index)
-
-    found = active_set(face, keep, tol, _ACTIVE_ROUNDS)
+    (:func:`fairmtl.solvers._active_set.active_set` on :func:`_support_solve`), if its
+    Frank-Wolfe gap is at most ``tol`` (the interior-point method's own certificate; a
+    multiplier above ``-tol`` is within it), else None. From an early iterate's support
+    (``w_i > z_i``) this usually takes one to three solves, where the interior-point method
+    needs several more iterations."""
+    found = active_set(lambda index: _support_solve(q, b, c, index), keep, tol)
     if found is None:
         return None
     w = found[0]

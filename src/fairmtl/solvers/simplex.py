@@ -19,12 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fairmtl.solvers._active_set import active_set, cholesky_solve_on
+from fairmtl.solvers._active_set import SupportTrials, active_set, cholesky_solve_on
 from fairmtl.solvers._gram import SolverInfo, check_gram
 
 _STEP_TO_BOUNDARY = 0.995
 _SUPPORT_TRIES = 6  # iterates whose (new) support is tried (_crossover)
-_ACTIVE_ROUNDS = 4  # support corrections per try
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,8 @@ def _solve(a: Tensor, tol: float, max_iter: int, check_every: int) -> SimplexSol
     y = (qv / c).min() - 1.0
     z = qv - y * c
 
-    it, converged, tries = 0, False, 0
-    tried: Tensor | None = None
+    it, converged = 0, False
+    trials = SupportTrials(_SUPPORT_TRIES if check_every == 1 else 0)
     while it < max_iter:
         for _ in range(check_every):
             it += 1
@@ -150,8 +149,7 @@ def _solve(a: Tensor, tol: float, max_iter: int, check_every: int) -> SimplexSol
             converged = True
             break
         support = v > z
-        if check_every == 1 and tries < _SUPPORT_TRIES and not _same(support, tried):
-            tries, tried = tries + 1, support  # the iterate's support, solved exactly
+        if trials.new(support):  # the iterate's support, solved exactly
             exact = _crossover(q, c, support, tol)
             if exact is not None:
                 v, y, z = exact
@@ -181,10 +179,6 @@ def _certified(q: Tensor, c: Tensor, v: Tensor, y: Tensor, z: Tensor, tol: float
     return bool((gap <= tol) & (feas <= tol))
 
 
-def _same(support: Tensor, tried: Tensor | None) -> bool:
-    return tried is not None and torch.equal(support, tried)
-
-
 def _crossover(
     q: Tensor, c: Tensor, keep: Tensor, tol: float
 ) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -193,13 +187,13 @@ def _crossover(
 
     On a support ``S`` the scaled problem ``min v^T Q v, c^T v = 1`` has
     ``Q_SS v_S = y c_S``, so ``v_S = y Q_SS^{-1} c_S`` with ``y = 1 / (c_S^T Q_SS^{-1} c_S)``
-    (one Cholesky factorisation); the multipliers are ``z = Q v - y c``.
-    :func:`fairmtl.solvers._active_set.active_set` corrects the support at most
-    :data:`_ACTIVE_ROUNDS` times.
+    (one Cholesky factorisation); the multipliers are ``z = Q v - y c``, and
+    :func:`fairmtl.solvers._active_set.active_set` corrects the support.
     """
-    y_of: dict[str, float] = {}
+    y = 0.0  # of the latest face solved
 
-    def face(keep: Tensor, index: Tensor) -> tuple[Tensor, Tensor] | None:
+    def face(index: Tensor) -> tuple[Tensor, Tensor] | None:
+        nonlocal y
         sol = cholesky_solve_on(q, index, c[index].unsqueeze(1))
         if sol is None:
             return None
@@ -207,17 +201,17 @@ def _crossover(
         denom = float(torch.dot(c[index], u))
         if not denom > 0.0:
             return None
-        y_of["y"] = 1.0 / denom
-        v = torch.zeros_like(c).index_copy_(0, index, u.mul_(y_of["y"]))
-        return v, torch.mv(q, v).sub_(c, alpha=y_of["y"])
+        y = 1.0 / denom
+        v = torch.zeros_like(c).index_copy_(0, index, u.mul_(y))
+        return v, torch.mv(q, v).sub_(c, alpha=y)
 
-    found = active_set(face, keep, tol, _ACTIVE_ROUNDS)
+    found = active_set(face, keep, tol)
     if found is None:
         return None
     v, multiplier = found
-    y = torch.tensor(y_of["y"], dtype=c.dtype, device=c.device)
+    y_t = torch.tensor(y, dtype=c.dtype, device=c.device)
     z = multiplier.clamp_min(0.0)
-    return (v, y, z) if _certified(q, c, v, y, z, tol) else None
+    return (v, y_t, z) if _certified(q, c, v, y_t, z, tol) else None
 
 
 def _two_tasks(a: Tensor) -> SimplexSolution:
