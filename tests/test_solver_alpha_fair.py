@@ -278,3 +278,72 @@ def test_float32_rounding_asymmetry_is_accepted_but_a_real_one_is_not() -> None:
         solve_alpha_fair(a + skew, 2.0)
     with pytest.raises(ValueError, match="symmetric"):
         solve_alpha_fair((a + skew * 1e4).float(), 2.0)
+
+
+def _potential(a: np.ndarray, b: np.ndarray, alpha: float, v: np.ndarray) -> float:
+    """0.5 v^T A v - sum_i b_i phi(v_i), phi = log at alpha = 1, else v^(1-1/alpha)/(1-1/alpha)."""
+    phi = np.log(v) if alpha == 1.0 else v ** (1.0 - 1.0 / alpha) / (1.0 - 1.0 / alpha)
+    return float(0.5 * v @ a @ v - b @ phi)
+
+
+def _kappa(ratio: float, alpha: float) -> float:
+    """The third-order bound of ``full_step_is_acceptable``, written out again."""
+    return (1.0 + 1.0 / alpha) * ratio * (1.0 - ratio) ** (-(2.0 + 1.0 / alpha)) / 6.0
+
+
+def test_a_full_newton_step_decreases_the_potential_as_the_bound_says() -> None:
+    """``full_step_is_acceptable`` lets the host path take a full Newton step without
+    evaluating the potential, on the bound ``f(v) - f(v + delta) >= (1/2 - kappa) lam^2``.
+    On random scaled problems and points around their (known) solutions, computed here
+    independently: the bound holds, it is within a factor 2 of tight (kappa / 2 in its
+    place fails somewhere), and every step the rule accepts decreases it by at least
+    lam^2 / 4, far more than the Armijo test's 1e-4 lam^2."""
+    from fairmtl.solvers.alpha_fair import full_step_is_acceptable
+
+    rng = np.random.default_rng(7)
+    accepted = tight = 0
+    for trial in range(3000):
+        k = int(rng.integers(2, 12))
+        alpha = float(rng.choice([0.25, 0.5, 1.0, 2.0, 5.0, 20.0]))
+        g = rng.standard_normal((k, int(rng.integers(1, 2 * k))))
+        a = g @ g.T + 1e-3 * np.eye(k)
+        d = 1.0 / np.sqrt(np.diag(a))
+        a = a * np.outer(d, d)
+        # A known solution v* (b chosen to make it one), and a point around it.
+        star = 10.0 ** rng.uniform(-1, 1, size=k)
+        if not np.all(a @ star > 0):
+            continue
+        b = (a @ star) * star ** (1.0 / alpha)
+        v = star * np.exp(10.0 ** rng.uniform(-3, 0.5) * rng.standard_normal(k))
+        vp = v ** (-1.0 / alpha)
+        res = b * vp - a @ v
+        delta = np.linalg.solve(a + np.diag(b / alpha * vp / v), res)
+        lam2 = float(res @ delta)
+        ratio = float(np.max(np.abs(delta / v)))
+        f0 = _potential(a, b, alpha, v)
+        if ratio >= 1.0 or lam2 <= 1e-10 * abs(f0):
+            continue  # leaves the domain, or a decrease lost in rounding
+        decrease = f0 - _potential(a, b, alpha, v + delta)
+        kappa = _kappa(ratio, alpha)
+        slack = 1e-12 * abs(f0)
+        assert decrease >= (0.5 - kappa) * lam2 - slack, (trial, alpha, ratio)
+        tight += decrease < (0.5 - kappa / 2) * lam2 - slack
+        if full_step_is_acceptable(ratio, alpha):
+            accepted += 1
+            # kappa <= 1/4 on the accepted steps: Armijo (1e-4 lam^2) with room to spare.
+            assert decrease >= 0.25 * lam2 - slack, (trial, alpha, ratio, decrease, lam2)
+    assert accepted >= 300 and tight >= 1, (accepted, tight)
+
+
+def test_full_step_rule_is_the_bound_at_one_quarter() -> None:
+    """The rule accepts a step exactly when the bound above guarantees a decrease of at
+    least lam^2 / 4 (kappa <= 1/4); never a step that may leave the domain (ratio >= 1)."""
+    from fairmtl.solvers.alpha_fair import full_step_is_acceptable
+
+    for alpha in (0.1, 0.5, 1.0, 2.0, 8.0, 1e3):
+        for ratio in np.linspace(0.0, 0.999, 500):
+            expected = _kappa(float(ratio), alpha) <= 0.25
+            assert full_step_is_acceptable(float(ratio), alpha) == expected, (alpha, ratio)
+        assert not full_step_is_acceptable(1.0, alpha)
+        assert not full_step_is_acceptable(math.nan, alpha)
+        assert full_step_is_acceptable(0.05, alpha)

@@ -37,6 +37,12 @@ class SolverInfo:
 
 def check_gram(gram: Tensor, *, name: str = "gram") -> Tensor:
     """Check that ``gram`` is a finite, symmetric K x K matrix; return it symmetrised in float64."""
+    return check_gram_diagonal(gram, name=name)[0]
+
+
+def check_gram_diagonal(gram: Tensor, *, name: str = "gram") -> tuple[Tensor, float, float]:
+    """:func:`check_gram`, also returning the smallest and largest diagonal entries (read
+    in the same host round trip)."""
     if not isinstance(gram, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(gram).__name__}")
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] == 0:
@@ -51,13 +57,13 @@ def check_gram(gram: Tensor, *, name: str = "gram") -> Tensor:
     # One host round trip on the good path; the details only when something is wrong.
     # (The extremes of A are NaN or inf exactly when an entry is; a NaN fails every
     # comparison. A - A^T is antisymmetric: its largest entry is its largest magnitude.)
-    low_a, high_a, asym, low = torch.stack(
-        [*torch.aminmax(a), (a - at).max(), a.diagonal().min()]
+    low_a, high_a, asym, low, high = torch.stack(
+        [*torch.aminmax(a), (a - at).max(), *torch.aminmax(a.diagonal())]
     ).tolist()
     scale = max(-low_a, high_a) if not math.isnan(low_a) else low_a  # NaN stays NaN
     if not (math.isfinite(scale) and asym <= tol * scale and low >= -1e-8 * scale):
         _raise_bad_gram(a, name, tol)
-    return (a + at).mul_(0.5)
+    return (a + at).mul_(0.5), low, high
 
 
 def symmetry_tolerance(dtype: torch.dtype) -> float:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fairmtl.solvers._gram import SolverInfo, check_gram, normwise_residual_error
+from fairmtl.solvers._gram import SolverInfo, check_gram_diagonal, normwise_residual_error
 from fairmtl.solvers.simplex import min_norm_simplex
 
 _ARMIJO = 1e-4
@@ -51,6 +51,7 @@ _NEAR_STEP = 1e-5  # after a full step this small, test the residual
 _IPM_STATIONARY = 1e-12
 _STATIONARY = 1e-15  # u^T A u / max diag(A) below this: numerically Pareto stationary
 _SLACK = 1e-13
+_KAPPA = 0.25  # see full_step_is_acceptable
 _N_STEPS = 20  # backtracking candidates 1, 1/4, ..., 4^-19
 _BACKTRACK = 0.25
 _RIDGES = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4)
@@ -97,6 +98,7 @@ class _Scaled:
     """The scaled problem ``A' v = b * v^(-1/alpha)`` and constants used at every iteration."""
 
     a_hat: Tensor
+    a_neg: Tensor  # -A', so that the residual is one fused op
     abs_a: Tensor
     a_diag: Tensor
     b: Tensor
@@ -107,8 +109,10 @@ class _Scaled:
 
     @staticmethod
     def of(a_hat: Tensor, b: Tensor, alpha: float) -> _Scaled:
-        b2 = 2.0 * b if alpha == 1.0 else 2.0 * b / (1.0 - 1.0 / alpha)
-        return _Scaled(a_hat, a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha)
+        b2 = b * (2.0 if alpha == 1.0 else 2.0 / (1.0 - 1.0 / alpha))
+        return _Scaled(
+            a_hat, a_hat.neg(), a_hat.abs(), a_hat.diagonal(), b, b / alpha, b2, alpha, -1.0 / alpha
+        )
 
     @functools.cached_property
     def steps(self) -> Tensor:
@@ -124,27 +128,28 @@ class _Scaled:
         return _potential2(v, self.a_hat, self.b2, self.alpha)
 
     def host_potential(self, v: Tensor) -> tuple[Tensor, Tensor, float]:
-        """``(A' v, 2 sum_i b_i phi(v_i), twice the potential)`` at one point ``v``, the last
-        as a host number; ``A' v`` is kept for :meth:`gradient`."""
-        av = torch.mv(self.a_hat, v)
+        """``(-A' v, 2 sum_i b_i phi(v_i), twice the potential)`` at one point ``v``, the
+        last as a host number; ``-A' v`` is kept for :meth:`residual`."""
+        nav = torch.mv(self.a_neg, v)
         phis = torch.dot(_phi(v, self.alpha), self.b2)
-        return av, phis, (torch.dot(v, av) - phis).item()
+        return nav, phis, -(torch.dot(v, nav) + phis).item()
 
-    def gradient(self, v: Tensor, av: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(v^(-1/alpha), A' v - b v^(-1/alpha))``: the potential's gradient at ``v``
-        (given ``A' v`` if known)."""
+    def residual(self, v: Tensor, nav: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(v^(-1/alpha), b v^(-1/alpha) - A' v)``: the equation's residual at ``v``, minus
+        the potential's gradient (given ``-A' v`` if known)."""
         vp = torch.pow(v, self.inv)
-        av = torch.mv(self.a_hat, v) if av is None else av
-        return vp, torch.addcmul(av, self.b, vp, value=-1.0)
+        nav = torch.mv(self.a_neg, v) if nav is None else nav
+        return vp, torch.addcmul(nav, self.b, vp)
 
-    def componentwise_error(self, v: Tensor, vp: Tensor, grad: Tensor) -> Tensor:
+    def componentwise_error(self, v: Tensor, vp: Tensor, res: Tensor) -> Tensor:
         """``max_i |A' v - b v^(-1/alpha)|_i / (|A'| v + b v^(-1/alpha))_i`` (0-d)."""
-        return grad.abs().div_(torch.addcmul(torch.mv(self.abs_a, v), self.b, vp)).max()
+        return res.abs().div_(torch.addcmul(torch.mv(self.abs_a, v), self.b, vp)).max()
 
     def direction(
-        self, v: Tensor, vp: Tensor, grad: Tensor, host_checks: bool
+        self, v: Tensor, vp: Tensor, res: Tensor, host_checks: bool
     ) -> tuple[Tensor, float | None]:
-        """The Newton direction at ``v`` (given :meth:`gradient`), per-component limited.
+        """The Newton direction ``H^(-1) res`` at ``v`` (given :meth:`residual`),
+        per-component limited.
 
         The Hessian ``A' + diag(c v^(-1/alpha - 1))`` is positive definite. With
         ``host_checks`` (CPU, where reading a flag costs nothing) it is factorised by
@@ -165,11 +170,11 @@ class _Scaled:
         if host_checks:
             chol, info = torch.linalg.cholesky_ex(h)
             if int(info) == 0:
-                delta = torch.cholesky_solve(grad.neg().unsqueeze(1), chol).squeeze(1)
+                delta = torch.cholesky_solve(res.unsqueeze(1), chol).squeeze(1)
         if delta is None:
             sc = torch.add(self.a_diag, hd).rsqrt_()
             h.mul_(torch.outer(sc, sc))
-            delta = torch.linalg.solve_ex(h, torch.mul(grad, sc).neg_())[0].mul_(sc)
+            delta = torch.linalg.solve_ex(h, torch.mul(res, sc))[0].mul_(sc)
         ratio = torch.div(delta, v)
         if host_checks:
             low, high = (x.item() for x in torch.aminmax(ratio))
@@ -179,7 +184,7 @@ class _Scaled:
         clipped = torch.maximum(delta, torch.mul(v, -_TAU))
         shrink = ratio_min.neg().clamp_min_(_TAU)
         delta = torch.where(
-            torch.dot(grad, clipped) < 0, clipped, delta.mul_(shrink.reciprocal_().mul_(_TAU))
+            torch.dot(res, clipped) > 0, clipped, delta.mul_(shrink.reciprocal_().mul_(_TAU))
         )
         return delta, None
 
@@ -189,7 +194,7 @@ class _Scaled:
 
 
 def _line_search_batched(
-    p: _Scaled, v: Tensor, grad: Tensor, delta: Tensor, quad: Tensor, phis: Tensor
+    p: _Scaled, v: Tensor, res: Tensor, delta: Tensor, quad: Tensor, phis: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Armijo backtracking with every candidate step 1, 1/4, ..., 4^-19 evaluated at once and
     the first acceptable one selected on the device: no host round trip (accelerators).
@@ -198,7 +203,7 @@ def _line_search_batched(
     cand = torch.addcmul(v, steps.unsqueeze(1), delta)
     quad_c, phis_c = p.potential2(cand)
     bound = torch.addcmul(
-        quad - phis + p.slack(v, phis), steps, torch.dot(grad, delta), value=2 * _ARMIJO
+        quad - phis + p.slack(v, phis), steps, torch.dot(res, delta), value=-2 * _ARMIJO
     )
     ok = torch.le(quad_c - phis_c, bound)
     ok[-1] = True
@@ -208,23 +213,48 @@ def _line_search_batched(
     return v_new, quad_c[first], phis_c[first], rel
 
 
-@dataclass(frozen=True)
 class _Point:
-    """A host-path iterate with what the next direction and the tests reuse: ``v``, the
-    potential's gradient there and ``v^(-1/alpha)``, ``2 sum b phi(v)`` and twice the
-    potential ``f`` (a host number)."""
+    """A host-path iterate with what the next direction and the tests reuse: ``v``,
+    ``-A' v``, ``v^(-1/alpha)`` and the residual ``b v^(-1/alpha) - A' v`` there (minus the
+    potential's gradient). Twice the potential ``f`` (a host number) and
+    ``2 sum b phi(v)`` are computed on first use (:meth:`value`), which an iterate reached
+    by a full Newton step proved acceptable (:func:`full_step_is_acceptable`) may never
+    need."""
 
-    v: Tensor
-    vp: Tensor
-    grad: Tensor
-    phis: Tensor
-    f: float
+    __slots__ = ("f", "nav", "phis", "res", "v", "vp")
 
-    @staticmethod
-    def at(p: _Scaled, v: Tensor) -> _Point:
-        av, phis, f = p.host_potential(v)
-        vp, grad = p.gradient(v, av)
-        return _Point(v, vp, grad, phis, f)
+    def __init__(self, p: _Scaled, v: Tensor, nav: Tensor | None = None) -> None:
+        self.v = v
+        self.nav = torch.mv(p.a_neg, v) if nav is None else nav
+        self.vp, self.res = p.residual(v, self.nav)
+        self.f: float | None = None
+        self.phis: Tensor | None = None
+
+    def value(self, p: _Scaled) -> tuple[float, Tensor]:
+        """``(twice the potential, 2 sum_i b_i phi(v_i))`` at ``v``."""
+        if self.f is None or self.phis is None:
+            self.phis = torch.dot(_phi(self.v, p.alpha), p.b2)
+            self.f = -(torch.dot(self.v, self.nav) + self.phis).item()
+        return self.f, self.phis
+
+
+def full_step_is_acceptable(ratio: float, alpha: float) -> bool:
+    """Whether a full Newton step of relative size ``ratio = max_i |delta_i / v_i|`` is
+    certain to pass the Armijo test, so the potential need not be evaluated.
+
+    The potential's quadratic part is exact to second order; the separable part
+    ``-b_i phi(v_i)`` has third derivative ``(1 + 1/alpha) hd_i(xi) / xi`` with
+    ``hd = c v^(-1/alpha - 1)`` the Hessian's diagonal term, and ``xi >= (1 - r) v``. So
+    with ``lam^2 = delta^T H delta = res^T delta`` (a Newton step),
+    ``f(v + delta) - f(v) <= -(1/2 - kappa) lam^2``,
+    ``kappa = (1 + 1/alpha) r (1 - r)^(-(2 + 1/alpha)) / 6``. Armijo asks
+    ``<= -1e-4 lam^2``; kappa <= 1/4 leaves half the margin to rounding.
+    """
+    if not ratio < 1.0:
+        return False
+    inv = 1.0 / alpha
+    kappa = (1.0 + inv) * ratio * (1.0 - ratio) ** (-(2.0 + inv)) / 6.0
+    return kappa <= _KAPPA
 
 
 def _line_search_sequential(
@@ -232,26 +262,32 @@ def _line_search_sequential(
 ) -> tuple[_Point, float]:
     """The same Armijo backtracking, one candidate at a time, stopping at the first acceptable
     step (usually the full one): on the CPU a host test costs nothing and this does fewer,
-    smaller operations. Same results as :func:`_line_search_batched`.
+    smaller operations. Same results as :func:`_line_search_batched`. A full Newton step
+    that :func:`full_step_is_acceptable` proves acceptable is taken without evaluating the
+    potential.
 
-    Takes ``max |delta / v|`` (if known) as a host number; returns the new point and the
-    relative step size + index of the step taken."""
-    v, f0 = point.v, point.f
-    slope = 2 * _ARMIJO * float(torch.dot(point.grad, delta))
+    Takes ``max |delta / v|`` (if known: the step is an unclipped Newton step) as a host
+    number; returns the new point and the relative step size + index of the step taken."""
+    v = point.v
+    if ratio is not None and full_step_is_acceptable(ratio, p.alpha):
+        return _Point(p, torch.add(v, delta)), ratio
+    f0, phis0 = point.value(p)
+    slope = -2 * _ARMIJO * float(torch.dot(point.res, delta))
     slack = None  # needed only near convergence, where the decrease drowns in rounding
     t = 1.0
     for j in range(_N_STEPS):
         v_new = torch.add(v, delta, alpha=t)
-        av, phis_n, f_new = p.host_potential(v_new)
+        nav, phis_n, f_new = p.host_potential(v_new)
         if f_new > f0 + t * slope and slack is None:
-            slack = float(p.slack(v, point.phis))
+            slack = float(p.slack(v, phis0))
         if j == _N_STEPS - 1 or f_new <= f0 + t * slope + (slack or 0.0):
             break
         t *= _BACKTRACK
     if ratio is None:
         ratio = torch.div(delta, v).abs_().max().item()
-    vp, grad = p.gradient(v_new, av)
-    return _Point(v_new, vp, grad, phis_n, f_new), ratio * t + j
+    new = _Point(p, v_new, nav)
+    new.f, new.phis = f_new, phis_n
+    return new, ratio * t + j
 
 
 def _newton(
@@ -288,9 +324,9 @@ def _newton(
     while it < max_iter:
         for _ in range(check_every):
             it += 1
-            vp, grad = p.gradient(v)
-            delta, _ = p.direction(v, vp, grad, host_checks=False)
-            v, quad, phis, rel_step = _line_search_batched(p, v, grad, delta, quad, phis)
+            vp, res = p.residual(v)
+            delta, _ = p.direction(v, vp, res, host_checks=False)
+            v, quad, phis, rel_step = _line_search_batched(p, v, res, delta, quad, phis)
         done = _test(p, v, None, float(rel_step), it, a1, dscale, tol)
         if done is not None:
             return (v if done else last_good), it, done
@@ -302,16 +338,16 @@ def _newton_host(
     p: _Scaled, v: Tensor, a1: Tensor, dscale: Tensor, tol: float, max_iter: int
 ) -> tuple[Tensor, int, bool]:
     """:func:`_newton` with a test every iteration, so decisions are taken on the host too
-    (the CPU default): each iterate carries its gradient, reused by the next direction
+    (the CPU default): each iterate carries its residual, reused by the next direction
     and the residual test."""
-    point = _Point.at(p, v)
+    point = _Point(p, v)
     it = 0
     last_good = v
     while it < max_iter:
         it += 1
-        delta, ratio = p.direction(point.v, point.vp, point.grad, host_checks=True)
+        delta, ratio = p.direction(point.v, point.vp, point.res, host_checks=True)
         point, rel = _line_search_sequential(p, point, delta, ratio)
-        done = _test(p, point.v, (point.vp, point.grad), rel, it, a1, dscale, tol)
+        done = _test(p, point.v, (point.vp, point.res), rel, it, a1, dscale, tol)
         if done is not None:
             return (point.v if done else last_good), it, done
         last_good = point.v
@@ -321,7 +357,7 @@ def _newton_host(
 def _test(
     p: _Scaled,
     v: Tensor,
-    gradient: tuple[Tensor, Tensor] | None,
+    residual: tuple[Tensor, Tensor] | None,
     rel: float,
     it: int,
     a1: Tensor,
@@ -329,7 +365,7 @@ def _test(
     tol: float,
 ) -> bool | None:
     """The convergence test after iteration ``it`` (a relative step ``rel`` to ``v``, and
-    :meth:`_Scaled.gradient` at ``v`` if known): True if converged at ``v``, False if a
+    :meth:`_Scaled.residual` at ``v`` if known): True if converged at ``v``, False if a
     weight over- or underflowed (``rel`` not finite: keep the last good iterate), None to
     go on.
 
@@ -346,8 +382,8 @@ def _test(
         return False
     if rel > _NEAR_STEP and it % 4:
         return None
-    vp, grad = p.gradient(v) if gradient is None else gradient
-    if bool(p.componentwise_error(v, vp, grad) <= tol):
+    vp, res = p.residual(v) if residual is None else residual
+    if bool(p.componentwise_error(v, vp, res) <= tol):
         return True
     if it % 4 == 0:
         w = dscale * v
@@ -387,21 +423,28 @@ def solve_alpha_fair(
     """
     alpha = check_alpha(alpha)
     with torch.inference_mode():  # less dispatch overhead on these tiny tensors
-        a = check_gram(gram)
+        a, dmin, dmax = check_gram_diagonal(gram)
         if check_every is None:
             check_every = 1 if a.device.type == "cpu" else 4
-        sol = _solve(a, alpha, tol, max_iter, check_every, init)
+        sol = _solve(a, (dmin, dmax), alpha, tol, max_iter, check_every, init)
     # Outside inference mode, so the weights can enter autograd graphs.
     return AlphaFairSolution(sol.weights.clone(), sol.info)
 
 
 def _solve(
-    a: Tensor, alpha: float, tol: float, max_iter: int, check_every: int, init: Tensor | None
+    a: Tensor,
+    diagonal: tuple[float, float],
+    alpha: float,
+    tol: float,
+    max_iter: int,
+    check_every: int,
+    init: Tensor | None,
 ) -> AlphaFairSolution:
+    """Solve on a checked Gram matrix ``a`` whose diagonal spans ``diagonal = (min, max)``."""
     k = a.shape[0]
     if math.isinf(alpha):
         return _max_min_fair(a)
-    dmin, dmax = (float(x) for x in torch.aminmax(a.diagonal()))  # one host round trip
+    dmin, dmax = diagonal
     if not dmax > 0:
         ones = torch.ones(k, dtype=a.dtype, device=a.device)
         return AlphaFairSolution(ones, SolverInfo(0, 0.0, 0.0, True, zero_gram=True))
@@ -416,27 +459,41 @@ def _solve(
     while stages[0] > _CONTINUATION_FROM and w1_init is None:
         stages.insert(0, max(stages[0] / _CONTINUATION_RATIO, _CONTINUATION_FROM))
     total_it = 0
-    w1 = a1.new_ones(k)
-    ok = False
     for rho in ridges:
         a_rho = a1 if rho == 0.0 else _ridged(a1, rho)
         start = w1_init if rho == ridges[0] else None
-        for stage_alpha in stages:
-            stage_tol = tol if stage_alpha == alpha else _STAGE_TOL
-            w1, it, ok = _solve_scaled(a_rho, stage_alpha, start, stage_tol, max_iter, check_every)
-            total_it += it
-            start = w1
-            if not ok:
-                break
-        if ok and rho == 0.0 and _numerically_stationary(a_rho, w1):
-            ok = False  # converged only by sending weights to infinity: regularise instead
-        if ok:
-            w = out_scale * w1
-            berr = normwise_residual_error(a, w, w.pow(-1.0 / alpha))
-            return AlphaFairSolution(w, SolverInfo(total_it, berr, rho, True))
-    w = out_scale * w1
-    berr = normwise_residual_error(a, w, w.pow(-1.0 / alpha))
-    return AlphaFairSolution(w, SolverInfo(total_it, berr, ridges[-1], False))
+        w1, it, ok = _continuation(a_rho, alpha, stages, start, tol, max_iter, check_every)
+        total_it += it
+        if not ok:
+            continue
+        berr, stationary = _assess(a1, w1, alpha)
+        if rho == 0.0 and stationary:
+            continue  # converged only by sending weights to infinity: regularise instead
+        return AlphaFairSolution(out_scale * w1, SolverInfo(total_it, berr, rho, True))
+    berr = _assess(a1, w1, alpha)[0]
+    return AlphaFairSolution(out_scale * w1, SolverInfo(total_it, berr, ridges[-1], False))
+
+
+def _continuation(
+    a1: Tensor,
+    alpha: float,
+    stages: list[float],
+    start: Tensor | None,
+    tol: float,
+    max_iter: int,
+    check_every: int,
+) -> tuple[Tensor, int, bool]:
+    """Solve at each alpha of ``stages`` (ending at ``alpha``) from the previous stage's
+    weights; stop at the first stage that does not converge. Returns (w1, iterations, ok)."""
+    total_it = 0
+    for stage_alpha in stages:
+        stage_tol = tol if stage_alpha == alpha else _STAGE_TOL
+        w1, it, ok = _solve_scaled(a1, stage_alpha, start, stage_tol, max_iter, check_every)
+        total_it += it
+        start = w1
+        if not ok:
+            break
+    return w1, total_it, ok
 
 
 def _ridged(a1: Tensor, rho: float) -> Tensor:
@@ -458,22 +515,44 @@ def _solve_scaled(
     b = dscale.pow(1.0 - 1.0 / alpha)
     if init is not None:
         v0 = init / dscale
+    elif p == 1.0:  # unit diagonal: the diagonal problem's solution is b^(alpha / (alpha + 1))
+        v0 = dscale.pow((alpha - 1.0) / (alpha + 1.0))
     else:
         v0 = (b / a_hat.diagonal()).pow(alpha / (alpha + 1.0))
     v, it, ok = _newton(a_hat, b, alpha, v0, a1, dscale, tol, max_iter, check_every)
     return dscale * v, it, ok
 
 
-def _numerically_stationary(a1: Tensor, w1: Tensor) -> bool:
-    """Whether ``G w``, normalised by the weighted sum of gradient norms, is at rounding level.
+def _assess(a1: Tensor, w1: Tensor, alpha: float) -> tuple[float, bool]:
+    """The returned weights' normwise backward error, and whether they are numerically
+    Pareto stationary, in one host round trip.
 
-    At a Pareto-stationary point, Newton "converges" in the normwise sense by sending the
-    weights to infinity along a non-negative null vector of ``A``; this catches it. The
-    measure ``w^T A w / (sum_i w_i ||g_i||)^2`` is invariant to per-task gradient scales.
+    The backward error ``||A w - w^(-1/alpha)|| / (||A|| ||w|| + ||w^(-1/alpha)||)`` is
+    invariant under the solver's scaling (``A = dmax a1``, ``w = dmax^(-alpha/(alpha+1)) w1``
+    scale every term by ``dmax^(1/(alpha+1))``), so it is computed on ``a1``, unregularised.
+
+    Pareto stationarity: at such a point Newton "converges" in the normwise sense by sending
+    the weights to infinity along a non-negative null vector of ``A``; the measure
+    ``w^T A w / (sum_i w_i ||g_i||)^2``, invariant to per-task gradient scales, is then at
+    rounding level.
     """
+    norm = torch.linalg.vector_norm
+    aw = torch.mv(a1, w1)
+    rhs = torch.pow(w1, -1.0 / alpha)
     norms = a1.diagonal().clamp_min(0.0).sqrt()
-    quad, lin = torch.stack([torch.dot(w1, torch.mv(a1, w1)), torch.dot(w1, norms)]).tolist()
-    return quad <= _STATIONARY * lin * lin
+    res, a_fro, w_norm, rhs_norm, quad, lin = torch.stack(
+        [
+            norm(aw - rhs),
+            torch.linalg.matrix_norm(a1),
+            norm(w1),
+            norm(rhs),
+            torch.dot(w1, aw),
+            torch.dot(w1, norms),
+        ]
+    ).tolist()
+    denom = a_fro / a1.shape[0] ** 0.5 * w_norm + rhs_norm
+    berr = 0.0 if denom == 0 else res / denom
+    return berr, quad <= _STATIONARY * lin * lin
 
 
 def _check_init(init: Tensor, k: int, like: Tensor) -> Tensor:
