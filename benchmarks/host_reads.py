@@ -16,8 +16,8 @@ small multi-task MLP, two ways:
 
 On the CPU, where a host read costs nothing, several solvers deliberately read scalars on
 the host (their ``check_every=1`` CPU paths). Their accelerator paths are timed as extra
-rows with ``check_every=4`` (FairGrad / Nash-MTL's Newton, MGDA's and UPGrad's interior
-points): those
+rows with ``check_every=4`` (FairGrad / Nash-MTL's Newton, the interior points of MGDA,
+UPGrad and CAGrad's dual): those
 are the counts a GPU run of ``weights(gram)`` makes, while the plain rows on a CPU show the
 CPU path.
 
@@ -48,6 +48,7 @@ from fairmtl._registry import lookup
 from fairmtl.aggregators.base import GramianWeighting
 from fairmtl.solvers import min_norm_simplex
 from fairmtl.solvers.alpha_fair import solve_alpha_fair
+from fairmtl.solvers.cagrad import solve_cagrad_dual
 from fairmtl.solvers.dual_cone import project_dual_cone
 
 HOST_READS = frozenset(
@@ -195,6 +196,9 @@ def measure(ks: Sequence[int], device: torch.device, seed: int) -> list[Row]:
             ),
             "upgrad solver, check_every=4 (accelerator path)": lambda g=gram: project_dual_cone(
                 g, check_every=4
+            ),
+            "cagrad solver, check_every=4 (accelerator path)": lambda g=gram: solve_cagrad_dual(
+                g, 0.4, check_every=4
             ),
         }
         for what, call in forced.items():

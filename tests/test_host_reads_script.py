@@ -50,6 +50,6 @@ def test_report_has_a_row_per_method_and_the_accelerator_paths_check_no_errors(
     for name in ("imtl-g", "pcgrad", "sum", "mean"):  # no data-dependent branch at all
         assert rows[f"{name}: weights(gram)"][2] == "0"
     accelerator = [cells for what, cells in rows.items() if "accelerator path" in what]
-    assert len(accelerator) == 3
+    assert len(accelerator) == 4
     for cells in accelerator:  # no error-checking linear algebra (a sync per call)
         assert "linalg_" not in cells[3], cells

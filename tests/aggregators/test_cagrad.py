@@ -401,3 +401,60 @@ def test_results_can_enter_autograd_graphs() -> None:
     x = torch.ones(5, dtype=torch.float64, requires_grad=True)
     (sol.coefficients * x).sum().backward()
     assert not sol.weights.is_inference() and x.grad is not None
+
+
+def test_accelerator_path_matches_the_cpu_path() -> None:
+    """``check_every=4`` (the default off the CPU: device-side scalars, an LU whose error
+    code is not read, a test every 4 iterations, no crossover) gives the CPU path's
+    direction, as certified, on well-conditioned and adversarial random problems
+    (rank-deficient, ill-conditioned, scales over 16 decades, optima at g_w = 0)."""
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        gram_np, c = _random_gram(rng)
+        gram = torch.tensor(gram_np)
+        cpu = solve_cagrad_dual(gram, c)
+        acc = solve_cagrad_dual(gram, c, check_every=4)
+        assert acc.info.converged == cpu.info.converged, (trial, cpu.info, acc.info)
+        assert acc.at_zero == cpu.at_zero, trial
+        diff = acc.coefficients - cpu.coefficients
+        norm = float((cpu.coefficients @ gram @ cpu.coefficients).clamp_min(0).sqrt())
+        scale = float(gram.diagonal().max().sqrt())  # ||d|| may vanish (g_w = 0, c >= 1)
+        assert float((diff @ gram @ diff).clamp_min(0).sqrt()) <= 1e-6 * max(norm, scale * 1e-8)
+        if not cpu.at_zero:
+            assert acc.info.backward_error <= 100 * 1e-12, (trial, acc.info)
+
+
+def test_accelerator_path_interior_point_stops_moving_once_certified(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Iterations between two tests leave an iterate that met the test where it is: with
+    a test every 2 or every 8 iterations the interior point
+    returns the same weights, and counts only the iterations that moved."""
+    import fairmtl.solvers.cagrad as module
+
+    seen: dict[int, tuple[torch.Tensor, int, bool]] = {}
+    original = module._dual_ipm_sync_free
+
+    def spy(*args: object) -> tuple[torch.Tensor, int, bool]:
+        out = original(*args)  # type: ignore[arg-type]
+        seen[int(args[-1])] = out  # type: ignore[call-overload]
+        return out
+
+    monkeypatch.setattr(module, "_dual_ipm_sync_free", spy)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        k = int(rng.integers(3, 41))
+        jac = torch.tensor(rng.standard_normal((k, 64)) * 10.0 ** rng.uniform(-1, 1, (k, 1)))
+        seen.clear()
+        for every in (2, 8):
+            solve_cagrad_dual(jac @ jac.T, C, check_every=every)
+        (w2, it2, ok2), (w8, it8, ok8) = seen[2], seen[8]
+        assert ok2 and ok8 and it2 == it8
+        assert torch.allclose(w2, w8, rtol=0.0, atol=1e-15)
+
+
+def test_check_every_must_be_a_positive_int() -> None:
+    gram = torch.eye(3, dtype=torch.float64)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="check_every"):
+            solve_cagrad_dual(gram, C, check_every=bad)  # type: ignore[arg-type]

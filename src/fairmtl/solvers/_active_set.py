@@ -70,4 +70,6 @@ def cholesky_solve_on(m: Tensor, index: Tensor, rhs: Tensor) -> Tensor | None:
     factor, info = torch.linalg.cholesky_ex(m[index][:, index])
     if int(info) != 0:
         return None
-    return torch.cholesky_solve(rhs, factor)
+    # Two triangular solves: cholesky_solve would also check an error code.
+    y = torch.linalg.solve_triangular(factor, rhs, upper=False)
+    return torch.linalg.solve_triangular(factor.mT, y, upper=True)

@@ -122,7 +122,12 @@ def check_c(c: float) -> float:
 
 
 def solve_cagrad_dual(
-    gram: Tensor, c: float, *, tol: float = 1e-12, max_iter: int = 60
+    gram: Tensor,
+    c: float,
+    *,
+    tol: float = 1e-12,
+    max_iter: int = 60,
+    check_every: int | None = None,
 ) -> CAGradSolution:
     """Solve ``min_{w in simplex} g_w . g0 + c ||g0|| ||g_w||``, the dual of CAGrad's
     ``max_{||d - g0|| <= c ||g0||} min_i g_i . d`` (Liu et al. 2021), and return ``d``.
@@ -132,6 +137,11 @@ def solve_cagrad_dual(
         c: radius of the ball relative to ``||g0||`` (``c >= 0``).
         tol: target for the certified duality gap, relative to the objective's scale.
         max_iter: maximum iterations of each interior-point method.
+        check_every: iterations of the first interior-point method between its
+            convergence tests (host round trips): default 1 on the CPU, where a test costs
+            nothing and each iterate's support is also tried exactly (the crossover), and
+            4 on accelerators, where the iterations in between run with no host round trip
+            (see :func:`_dual_ipm_sync_free`).
 
     Returns:
         :class:`CAGradSolution`, computed in float64 on ``gram``'s device and returned in
@@ -140,48 +150,65 @@ def solve_cagrad_dual(
         ``K = 1`` gives ``d = (1 + c) g_1``.
     """
     c = check_c(c)
+    if check_every is not None and (
+        isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1
+    ):
+        raise ValueError(f"check_every must be a positive int, got {check_every!r}")
     with torch.inference_mode():  # less dispatch overhead on these tiny tensors
-        sol = _solve(check_gram(gram), c, gram.dtype, tol, max_iter)
+        a = check_gram(gram)
+        every = check_every if check_every is not None else (1 if a.is_cpu else 4)
+        sol = _solve(a, c, gram.dtype, tol, max_iter, every)
     # Outside inference mode, so that the results can enter autograd graphs.
     return CAGradSolution(
         sol.weights.clone(), sol.coefficients.clone(), sol.value.clone(), sol.at_zero, sol.info
     )
 
 
-def _solve(a: Tensor, c: float, out: torch.dtype, tol: float, max_iter: int) -> CAGradSolution:
+def _solve(
+    a: Tensor, c: float, out: torch.dtype, tol: float, max_iter: int, check_every: int
+) -> CAGradSolution:
     k = a.shape[0]
     ones = torch.ones(k, dtype=a.dtype, device=a.device)
     sigma = a.diagonal().clamp_min(0.0).sum() / k
-    if bool(sigma <= 0):
+    # The problem's scalars in one host round trip (inf / NaN where sigma = 0: not used).
+    q = a / sigma
+    qbar = q.sum(dim=1) / k  # g_i . g0, normalised
+    g0n = torch.sqrt((qbar.sum() / k).clamp_min(0.0))  # ||g0||, normalised
+    b = qbar / g0n
+    sigma_h, g0n_h, root_diag, b_max = torch.stack(
+        [sigma, g0n, q.diagonal().max().sqrt(), b.abs().max()]
+    ).tolist()
+    if not sigma_h > 0:
         u = ones / k
         zero = torch.zeros((), dtype=out, device=a.device)
         return CAGradSolution(
             u.to(out), u.to(out), zero, True, SolverInfo(0, 0.0, 0.0, True, zero_gram=True)
         )
-    q = a / sigma
-    qbar = q.sum(dim=1) / k  # g_i . g0, normalised
-    g0n = torch.sqrt((qbar.sum() / k).clamp_min(0.0))  # ||g0||, normalised
     if k == 1:
         # F = (1 + c) ||g_1||^2 and d = g0 + c ||g0|| g_1 / ||g_1|| = (1 + c) g_1.
         return CAGradSolution(
             ones.to(out), (ones * (1.0 + c)).to(out), (a[0, 0] * (1.0 + c)).to(out), False,
             SolverInfo(0, 0.0, 0.0, True),
         )  # fmt: skip
-    if c == 0.0 or bool(g0n == 0):
+    if c == 0.0 or g0n_h == 0:
         return _linear_case(qbar, sigma, g0n, out)
 
     s = c * g0n  # sqrt(phi), normalised
-    b = qbar / g0n
-    root_diag = float(q.diagonal().max().sqrt())
-    fscale = float(b.abs().max()) + c * root_diag
+    fscale = b_max + c * root_diag
     floor = _AT_ZERO * math.sqrt(torch.finfo(out).eps) * root_diag
     w = _two_tasks(q, b, c) if k == 2 else None
     if w is not None:  # certified like the interior-point iterates, else solved by them
         value_n, ny, fw_gap = _objective(q, b, c, w)
-        iters, certified = 0, float(ny) > floor and fw_gap <= tol * fscale
+        iters, certified = 0, ny > floor and fw_gap <= tol * fscale
     if w is None or not certified:
-        w, iters, certified = _dual_ipm(q, b, c, fscale, floor, tol, max_iter)
+        if check_every == 1:
+            w, iters, certified = _dual_ipm(q, b, c, fscale, floor, tol, max_iter)
+        else:
+            w, iters, certified = _dual_ipm_sync_free(
+                q, b, c, fscale, floor, tol, max_iter, check_every
+            )
         value_n, ny, fw_gap = _objective(q, b, c, w)
+        certified = certified or (ny > floor and fw_gap <= tol * fscale)  # a rescue
     lower = -math.inf
     if not certified:
         w_cone, lower, more = _cone_ipm(q, b, c, fscale, tol, max_iter)
@@ -189,7 +216,7 @@ def _solve(a: Tensor, c: float, out: torch.dtype, tol: float, max_iter: int) -> 
         value_c, ny_c, fw_c = _objective(q, b, c, w_cone)
         if bool(value_c < value_n):
             w, value_n, ny, fw_gap = w_cone, value_c, ny_c, fw_c
-    at_zero = float(ny) <= floor
+    at_zero = ny <= floor
     if at_zero:  # the interior-point iterate's tiny weights may hide an exact zero of g_w
         keep = w >= _ROUND * w.max()
         rounded = torch.where(keep, w, torch.zeros_like(w))
@@ -245,8 +272,9 @@ def _linear_case(qbar: Tensor, sigma: Tensor, g0n: Tensor, out: torch.dtype) -> 
     )
 
 
-def _objective(q: Tensor, b: Tensor, c: float, w: Tensor) -> tuple[Tensor, Tensor, float]:
-    """``(F(w), ||g_w||, Frank-Wolfe gap)`` of the normalised ``F(w) = b^T w + c ||g_w||``.
+def _objective(q: Tensor, b: Tensor, c: float, w: Tensor) -> tuple[Tensor, float, float]:
+    """``(F(w), ||g_w||, Frank-Wolfe gap)`` of the normalised ``F(w) = b^T w + c ||g_w||``,
+    the last two as host numbers read in one round trip.
 
     The gap ``F(w) - min_i grad_i F(w)`` bounds ``F(w) - F*`` (``F`` is convex and
     positively homogeneous); it is infinite where ``g_w`` vanishes numerically.
@@ -255,10 +283,11 @@ def _objective(q: Tensor, b: Tensor, c: float, w: Tensor) -> tuple[Tensor, Tenso
     ny2 = w @ p
     ny = torch.sqrt(ny2.clamp_min(0.0))
     value = b @ w + c * ny
-    if not bool(ny2 > 0):
-        return value, ny, math.inf
-    grad = b + (c / ny) * p
-    return value, ny, max(float(w @ grad - grad.min()), 0.0)
+    grad = b + (c / ny.clamp_min(torch.finfo(q.dtype).tiny)) * p
+    ny2_h, ny_h, gap = torch.stack([ny2, ny, w @ grad - grad.min()]).tolist()
+    if not ny2_h > 0:
+        return value, ny_h, math.inf
+    return value, ny_h, max(gap, 0.0)
 
 
 # --- Newton on the smooth dual ------------------------------------------------------------
@@ -348,6 +377,143 @@ def _dual_ipm(
                 return exact, it, True
 
 
+def _dual_ipm_sync_free(
+    q: Tensor,
+    b: Tensor,
+    c: float,
+    fscale: float,
+    floor: float,
+    tol: float,
+    max_iter: int,
+    check_every: int,
+) -> tuple[Tensor, int, bool]:
+    """:func:`_dual_ipm` for accelerators: the same iterations, with every scalar (``lam``,
+    ``||g_w||``, step lengths, ``mu``) kept on the device, an LU factorisation whose error
+    code is not read, so that ``check_every`` iterations run with no host round trip; one
+    round trip then tests the Frank-Wolfe gap, the stall rule and ``||g_w||`` (a
+    breakdown, seen as a non-finite iterate, gives up with the last tested one). Where it
+    gives up, the supports of the tested iterates are tried exactly, oldest first
+    (:func:`_crossover`, which reads a few scalars), before the caller falls back to the
+    cone program. An iterate that meets the test stops moving (``torch.where`` keeps it), so
+    the iterations after it up to the round trip cannot spoil it; they are not counted.
+    The gap is that of ``w / 1^T w``, the point returned. Returns (w, iterations,
+    certified)."""
+    k = b.shape[0]
+    w = torch.full_like(b, 1.0 / k)
+    p = torch.mv(q, w)
+    ny = torch.dot(w, p).sqrt()
+    grad = torch.add(b, p * (c / ny))
+    lam = grad.min() - fscale
+    z = grad - lam
+    jitter = torch.finfo(q.dtype).tiny
+    target = tol * fscale
+    best_gap, best_it, it = math.inf, 0, 0
+    moved = torch.zeros((), dtype=q.dtype, device=q.device)  # iterations that moved
+    tested: list[tuple[Tensor, Tensor]] = []  # (w, z) of the iterates tested
+    while True:
+        gap_t = torch.dot(w, grad) / w.sum() - grad.min()
+        gap, ny_h, finite, iters = torch.stack(
+            [gap_t, ny, torch.isfinite(w).all().to(q.dtype), moved]
+        ).tolist()
+        if not (finite == 1.0 and math.isfinite(gap) and math.isfinite(ny_h)):
+            return _rescue(q, b, c, tested, target, floor), int(iters), False
+        if gap <= target:
+            return w / w.sum(), int(iters), True
+        tested.append((w, z))
+        if gap < 0.5 * best_gap:
+            best_gap, best_it = gap, it
+        if it >= max_iter or it - best_it >= _STALL or ny_h <= floor:
+            return _rescue(q, b, c, tested, target, floor), int(iters), False
+        for _ in range(check_every):
+            it += 1
+            if it > 1:  # the test above covered the first iterate
+                gap_t = torch.dot(w, grad) / w.sum() - grad.min()
+            moving = gap_t > target
+            moved = moved + moving
+            w, lam, z = _sync_free_iteration(q, w, lam, z, p, ny, grad, c, jitter, moving)
+            p = torch.mv(q, w)
+            ny = torch.dot(w, p).clamp_min(jitter).sqrt()
+            grad = torch.add(b, p * (c / ny))
+
+
+def _rescue(
+    q: Tensor,
+    b: Tensor,
+    c: float,
+    tested: list[tuple[Tensor, Tensor]],
+    tol: float,
+    floor: float,
+) -> Tensor:
+    """Where :func:`_dual_ipm_sync_free` gives up: the first certified exact optimum on the
+    support of one of its tested iterates ``(w, z)`` (:func:`_crossover`, at most
+    ``_SUPPORT_TRIES`` supports, oldest first), else the last of them, normalised (the
+    uniform weights if none)."""
+    trials = SupportTrials(_SUPPORT_TRIES)
+    for w, z in tested:
+        support = w > z
+        if trials.new(support):
+            exact = _crossover(q, b, c, support, tol, floor)
+            if exact is not None:
+                return exact
+    w = tested[-1][0] if tested else torch.full_like(b, 1.0 / b.shape[0])
+    return w / w.sum()
+
+
+def _sync_free_iteration(
+    q: Tensor,
+    w: Tensor,
+    lam: Tensor,
+    z: Tensor,
+    p: Tensor,
+    ny: Tensor,
+    grad: Tensor,
+    c: float,
+    jitter: float,
+    moving: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One Mehrotra predictor-corrector iteration of :func:`_dual_ipm` with device scalars:
+    the Newton matrix ``c / ||g_w|| (Q - p p^T / ||g_w||^2) + diag(z / w)``, Jacobi-scaled,
+    by an LU whose error code is not read. Returns the new (w, lam, z), or the old ones
+    where ``moving`` (a 0-d bool) is false."""
+    k = w.shape[0]
+    s = c / ny
+    newton = torch.sub(q * s, torch.outer(p, p) * (s / (ny * ny)))
+    newton.diagonal().add_(z / w)
+    sc = newton.diagonal().abs().clamp_min(jitter).rsqrt()
+    scale = torch.outer(sc, sc)
+    lu, piv, _ = torch.linalg.lu_factor_ex(newton * scale)
+    neg_r_d = torch.sub(z, grad).add_(lam)  # -(grad F - lam 1 - z)
+    r_p = w.sum() - 1.0
+    neg_inv_w = torch.reciprocal(w).neg_()
+    ones = torch.ones_like(w)
+
+    def direction(r_c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        rhs = torch.stack([torch.addcmul(neg_r_d, r_c, neg_inv_w), ones], dim=1)
+        sol = torch.linalg.lu_solve(lu, piv, rhs * sc.unsqueeze(1)) * sc.unsqueeze(1)
+        sums = sol.sum(dim=0)
+        dlam = (-r_p - sums[0]) / sums[1]
+        dw = torch.addcmul(sol[:, 0], sol[:, 1], dlam)
+        return dw, dlam, torch.addcmul(r_c, z, dw).mul_(neg_inv_w)
+
+    def boundary(dw: Tensor, dz: Tensor) -> Tensor:
+        worst = torch.minimum(dw / w, dz / z).min()
+        return torch.where(worst < 0.0, -1.0 / worst, torch.full_like(worst, math.inf))
+
+    wz = w * z
+    mu = wz.sum() / k
+    dw, _, dz = direction(wz)
+    step = boundary(dw, dz).clamp_max(1.0)
+    mu_aff = torch.dot(w + step * dw, z + step * dz) / k
+    centering = (mu_aff / mu).clamp(0.0, 1.0) ** 3
+    dw, dlam, dz = direction(torch.addcmul(wz, dw, dz).sub_(centering * mu))
+    step = (_STEP_TO_BOUNDARY * boundary(dw, dz)).clamp_max(1.0)
+    return (
+        torch.where(moving, w + step * dw, w),
+        torch.where(moving, lam + step * dlam, lam),
+        torch.where(moving, z + step * dz, z),
+    )
+
+
 def _support_solve(q: Tensor, b: Tensor, c: float, index: Tensor) -> tuple[Tensor, Tensor] | None:
     """The stationary point of the normalised dual on the face ``{w : w_i = 0 off index}``
     in closed form, and its multipliers ``grad_i F - lam``; None where it does not exist (a
@@ -391,7 +557,7 @@ def _crossover(
         return None
     w = found[0]
     _, ny, gap = _objective(q, b, c, w)
-    return w if float(ny) > floor and gap <= tol else None
+    return w if ny > floor and gap <= tol else None
 
 
 # --- the cone program -----------------------------------------------------------------
