@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from fairmtl.solvers._gram import cholesky_apply
+
 ROUNDS = 4  # support corrections per try of active_set
 
 Face = Callable[[Tensor], "tuple[Tensor, Tensor] | None"]
@@ -70,6 +72,4 @@ def cholesky_solve_on(m: Tensor, index: Tensor, rhs: Tensor) -> Tensor | None:
     factor, info = torch.linalg.cholesky_ex(m[index][:, index])
     if int(info) != 0:
         return None
-    # Two triangular solves: cholesky_solve would also check an error code.
-    y = torch.linalg.solve_triangular(factor, rhs, upper=False)
-    return torch.linalg.solve_triangular(factor.mT, y, upper=True)
+    return cholesky_apply(factor, rhs)

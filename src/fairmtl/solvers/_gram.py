@@ -109,6 +109,14 @@ def normwise_residual_error(a: Tensor, w: Tensor, rhs: Tensor) -> float:
     return 0.0 if denom == 0 else res / denom
 
 
+def cholesky_apply(factor: Tensor, rhs: Tensor) -> Tensor:
+    """``(L L^T)^{-1} rhs`` from a lower Cholesky factor ``L`` (..., K, K), for ``rhs``
+    (..., K, n): two triangular solves. ``torch.cholesky_solve`` computes the same but also
+    checks an error code (slower on tiny matrices, and a synchronisation on accelerators)."""
+    y = torch.linalg.solve_triangular(factor, rhs, upper=False)
+    return torch.linalg.solve_triangular(factor.mT, y, upper=True)
+
+
 @contextmanager
 def single_threaded(device: torch.device) -> Iterator[None]:
     """On the CPU, run the body with one intra-op thread, then restore the setting.

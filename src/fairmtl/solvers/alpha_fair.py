@@ -38,7 +38,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fairmtl.solvers._gram import SolverInfo, check_gram_diagonal, normwise_residual_error
+from fairmtl.solvers._gram import (
+    SolverInfo,
+    check_gram_diagonal,
+    cholesky_apply,
+    normwise_residual_error,
+)
 from fairmtl.solvers.simplex import min_norm_simplex
 
 _ARMIJO = 1e-4
@@ -170,7 +175,7 @@ class _Scaled:
         if host_checks:
             chol, info = torch.linalg.cholesky_ex(h)
             if int(info) == 0:
-                delta = torch.cholesky_solve(res.unsqueeze(1), chol).squeeze(1)
+                delta = cholesky_apply(chol, res.unsqueeze(1)).squeeze(1)
         if delta is None:
             sc = torch.add(self.a_diag, hd).rsqrt_()
             h.mul_(torch.outer(sc, sc))

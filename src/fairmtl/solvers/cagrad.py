@@ -76,7 +76,7 @@ import torch
 from torch import Tensor
 
 from fairmtl.solvers._active_set import SupportTrials, active_set, cholesky_solve_on
-from fairmtl.solvers._gram import SolverInfo, check_gram
+from fairmtl.solvers._gram import SolverInfo, check_gram, cholesky_apply
 
 _STEP_TO_BOUNDARY = 0.99
 _STALL = 5  # iterations without a (halved) better certificate before a method stops
@@ -855,7 +855,7 @@ def _spd_solver(m: Tensor) -> Callable[[Tensor], Tensor] | None:
     None if both fail."""
     factor, info = torch.linalg.cholesky_ex(m)
     if int(info) == 0:
-        return lambda rhs: torch.cholesky_solve(rhs, factor)
+        return lambda rhs: cholesky_apply(factor, rhs)
     sc = m.diagonal().abs().clamp_min(torch.finfo(m.dtype).tiny).rsqrt()
     lu, piv, info = torch.linalg.lu_factor_ex(m * torch.outer(sc, sc))
     if int(info) != 0 or not bool(torch.isfinite(lu).all()):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fairmtl.solvers._gram import SolverInfo, check_gram, single_threaded
+from fairmtl.solvers._gram import SolverInfo, check_gram, cholesky_apply, single_threaded
 
 _STEP_TO_BOUNDARY = 0.99
 _RIDGE = 1e-12  # added to the unit-diagonal scaled matrices before factorising
@@ -81,7 +81,7 @@ def _solve(f: _Factor, rhs: Tensor) -> Tensor:
     """Solve with a :func:`_factor` result for a batch of right-hand sides (B, K)."""
     mat, piv = f
     if piv is None:
-        return torch.cholesky_solve(rhs.unsqueeze(-1), mat).squeeze(-1)
+        return cholesky_apply(mat, rhs.unsqueeze(-1)).squeeze(-1)
     return torch.linalg.lu_solve(mat, piv, rhs.unsqueeze(-1)).squeeze(-1)
 
 
