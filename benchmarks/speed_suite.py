@@ -1557,6 +1557,15 @@ def _paired(
     return out
 
 
+def _ls_noise(res: ShapeResult) -> float | None:
+    """``|T_a / T_b - 1|`` for two runners of the same LS step (fairmtl's and the
+    reference's): a gauge of the run-to-run noise of a shape's step times."""
+    a, b = res.median_ms(("fairmtl", "ls")), res.median_ms(("reference", "ls"))
+    if a is None or b is None or b <= 0:
+        return None
+    return abs(a / b - 1.0)
+
+
 def notes(
     results: Sequence[ShapeResult],
     methods: Sequence[str],
@@ -1635,10 +1644,18 @@ def notes(
         if pairs:
             faster = sum(1 for _, a, b in pairs if a < b)
             slower = [f"{m} ({a / b:.2f})" for m, a, b in pairs if a > 1.1 * b]
-            out.append(
+            text = (
                 f"fairmtl vs. TorchJD on {res.name}: fairmtl faster for {faster} of "
                 f"{len(pairs)} methods; more than 10 % slower for {_names(slower)}."
             )
+            behind = [f"{m} ({a / b:.2f})" for m, a, b in pairs if a >= b]
+            noise = _ls_noise(res)
+            if behind and noise is not None:
+                text += (
+                    f" Not faster: {_names(behind)}; for scale, the same LS step timed by two "
+                    f"runners (fairmtl's and the reference's) differed by {100 * noise:.0f} %."
+                )
+            out.append(text)
         refs = _paired(res, "fairmtl", "reference", [m for m in methods if m != "ls"])
         if refs:
             text = ", ".join(f"{m} {b / a:.2f}x" for m, a, b in refs)
@@ -1774,8 +1791,9 @@ def header(argv: Sequence[str], args: argparse.Namespace, load_before: str, load
         f"Device: {device}; CPUs: {os.cpu_count()}; torch threads: {args.threads_used} "
         f"(solver-only part: {args.solver_threads}); BLAS threads: {_blas_note()}  \n"
         + (
-            "Shapes: none (--solvers-only)  \n" if not args.shapes else
-            f"Shapes: lenet batch {settings.lenet_batch}; celeba batch {settings.celeba_batch}; "
+            "Shapes: none (--solvers-only)  \n"
+            if not args.shapes
+            else f"Shapes: lenet batch {settings.lenet_batch}; celeba batch {settings.celeba_batch}; "
             f"segnet batch {settings.segnet_batch} at {h} x {w}, width / "
             f"{settings.segnet_width_div}; rounds {args.rounds}, warm-up steps {args.warmup}  \n"
         )
@@ -1807,8 +1825,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--no-reference", dest="reference", action="store_false")
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--no-solvers", dest="solvers", action="store_false")
-    p.add_argument("--solvers-only", action="store_true",
-                   help="only the solver table (no shape, no memory run)")
+    p.add_argument(
+        "--solvers-only",
+        action="store_true",
+        help="only the solver table (no shape, no memory run)",
+    )
     p.add_argument("--lenet-batch", type=int, default=256)
     p.add_argument("--celeba-batch", type=int, default=None, help="default 16 (CUDA), 2 (CPU)")
     p.add_argument("--segnet-batch", type=int, default=2)

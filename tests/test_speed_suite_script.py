@@ -196,3 +196,27 @@ def test_report_replaces_only_the_results_section(script: ModuleType) -> None:
     assert script.embed_report(merged, report) == merged  # idempotent
     assert script.embed_report(None, report) == report
     assert script.embed_report("no heading here\n", report) == report
+
+
+def test_torchjd_note_names_the_methods_not_faster_and_the_noise_level(
+    script: ModuleType,
+) -> None:
+    """A method not faster than TorchJD is named with its ratio, next to the difference
+    between two runners of the same LS step (the run-to-run noise)."""
+    res = script.ShapeResult("lenet", "LeNet", 2)
+    res.times = {
+        ("fairmtl", "ls"): [0.100, 0.104, 0.102],
+        ("reference", "ls"): [0.097, 0.098, 0.099],
+        ("fairmtl", "fairgrad"): [0.20, 0.20, 0.20],
+        ("torchjd", "fairgrad"): [0.25, 0.25, 0.25],
+        ("fairmtl", "imtl-g"): [0.212, 0.212, 0.212],
+        ("torchjd", "imtl-g"): [0.200, 0.200, 0.200],
+    }
+    args = type("Args", (), {"device_obj": torch.device("cpu")})()
+    text = " ".join(script.notes([res], ["ls", "fairgrad", "imtl-g"], [], [], args))
+    assert "fairmtl faster for 1 of 2 methods; more than 10 % slower for none." in text
+    assert "Not faster: imtl-g (1.06)" in text
+    assert "differed by 4 %" in text  # 102 ms vs 98 ms
+    res.times[("fairmtl", "imtl-g")] = [0.19, 0.19, 0.19]
+    text = " ".join(script.notes([res], ["ls", "fairgrad", "imtl-g"], [], [], args))
+    assert "Not faster" not in text

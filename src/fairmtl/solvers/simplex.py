@@ -145,16 +145,16 @@ def _solve(a: Tensor, tol: float, max_iter: int, check_every: int) -> SimplexSol
             v = v + ap * dv
             y = y + ad * dy
             z = z + ad * dz
-        if _certified(q, c, v, y, z, tol):
-            converged = True
-            break
         support = v > z
-        if trials.new(support):  # the iterate's support, solved exactly
-            exact = _crossover(q, c, support, tol)
+        if trials.new(support):  # the iterate's support, solved exactly (tried first: it
+            exact = _crossover(q, c, support, tol)  # usually succeeds before the iterate)
             if exact is not None:
                 v, y, z = exact
                 converged = True
                 break
+        if _certified(q, c, v, y, z, tol):
+            converged = True
+            break
     u = (c * v).clamp_min(0.0)
     u = u / u.sum()
     value = u @ (a @ u)
